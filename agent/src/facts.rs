@@ -17,7 +17,7 @@ pub async fn gather(state_dir: &Path) -> v1::FactsReply {
     };
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
     let free = nix::sys::statvfs::statvfs(state_dir)
-        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
+        .map(|s| s.blocks_available() * s.fragment_size())
         .unwrap_or(0);
     v1::FactsReply {
         os: Some(os_release(

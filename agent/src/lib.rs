@@ -3,7 +3,7 @@
 //! Module map (details in ARCHITECTURE.md):
 //! - `daemon`: wiring: TLS listener, gRPC services, readiness, signals, shutdown.
 //! - `service`: the gRPC layer; translates, decides nothing.
-//! - `caller`: identity from the client certificate.
+//! - `caller`, `authz`: identity from the client certificate; the role each RPC needs.
 //! - `engine`: validate, plan and apply host specs; operations and their events.
 //! - `resource`: one module per resource kind (read / plan / apply).
 //! - `host`: the narrow interface to the OS (files under managed roots).
@@ -11,6 +11,7 @@
 //! - `facts`, `config`, `logging`, `time`: what they say.
 
 pub mod audit;
+pub mod authz;
 pub mod caller;
 pub mod config;
 pub mod daemon;

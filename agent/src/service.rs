@@ -12,6 +12,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::authz;
 use crate::caller::Caller;
 use crate::engine::{Engine, EngineError, Operation, Watch};
 
@@ -32,7 +33,7 @@ impl AgentService {
 type EventStream = Pin<Box<dyn Stream<Item = Result<v1::Event, Status>> + Send>>;
 
 /// The caller of a request, from its verified client certificate.
-fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
+fn identity<T>(req: &Request<T>) -> Result<Caller, Status> {
     let certs = req
         .peer_certs()
         .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
@@ -40,6 +41,20 @@ fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
         .first()
         .ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
     Caller::from_der(leaf.as_ref()).map_err(Status::unauthenticated)
+}
+
+fn authorize(who: &Caller, rpc: &str) -> Result<(), Status> {
+    authz::check(who, rpc).map_err(|e| {
+        tracing::warn!(caller = %who.subject, rpc, "permission denied");
+        Status::permission_denied(e.to_string())
+    })
+}
+
+/// Identity and authorization of a read-only call.
+fn caller<T>(req: &Request<T>, rpc: &str) -> Result<Caller, Status> {
+    let who = identity(req)?;
+    authorize(&who, rpc)?;
+    Ok(who)
 }
 
 fn status(e: EngineError) -> Status {
@@ -57,14 +72,15 @@ impl Agent for AgentService {
         &self,
         req: Request<v1::FactsRequest>,
     ) -> Result<Response<v1::FactsReply>, Status> {
-        caller(&req)?;
+        caller(&req, "/kagent.v1.Agent/Facts")?;
         Ok(Response::new(crate::facts::gather(&self.state_dir).await))
     }
 
     type ApplyStream = EventStream;
 
     async fn apply(&self, req: Request<v1::ApplyRequest>) -> Result<Response<EventStream>, Status> {
-        let who = caller(&req)?;
+        const RPC: &str = "/kagent.v1.Agent/Apply";
+        let who = identity(&req)?;
         let req = req.into_inner();
         let id = Engine::new_operation_id();
         // The audit record comes first, even for a spec that turns out invalid: the log answers
@@ -73,13 +89,20 @@ impl Agent for AgentService {
         let begun = self
             .engine
             .audit()
-            .begin(&who, "/kagent.v1.Agent/Apply", digest, Some(id.clone()))
+            .begin(&who, RPC, digest, Some(id.clone()))
             .map_err(|e| {
                 tracing::error!(error = %e, "refusing Apply: audit log not writable");
                 Status::unavailable(format!(
                     "{e}; the call was refused because it could not be audited"
                 ))
             })?;
+        // A refused attempt is recorded too: it is exactly what an audit is for.
+        if let Err(denied) = authorize(&who, RPC) {
+            self.engine
+                .audit()
+                .end(&begun, &format!("denied: {}", denied.message()));
+            return Err(denied);
+        }
         let spec = req.spec.unwrap_or_default();
         let valid = match self.engine.validate(&spec) {
             Ok(v) => v,
@@ -103,7 +126,7 @@ impl Agent for AgentService {
         &self,
         req: Request<v1::WatchOperationRequest>,
     ) -> Result<Response<EventStream>, Status> {
-        caller(&req)?;
+        caller(&req, "/kagent.v1.Agent/WatchOperation")?;
         let req = req.into_inner();
         let from = usize::try_from(req.from_index).unwrap_or(usize::MAX);
         match self.engine.watch(&req.operation_id).map_err(status)? {
@@ -120,7 +143,7 @@ impl Agent for AgentService {
         &self,
         req: Request<v1::ListOperationsRequest>,
     ) -> Result<Response<v1::ListOperationsReply>, Status> {
-        caller(&req)?;
+        caller(&req, "/kagent.v1.Agent/ListOperations")?;
         let limit = match req.get_ref().limit as usize {
             0 => DEFAULT_LIST_LIMIT,
             n => n.min(MAX_LIST_LIMIT),
