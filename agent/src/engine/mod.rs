@@ -201,7 +201,16 @@ impl Engine {
         for op in live {
             history.insert(op.id.clone(), op.summary());
         }
-        history.values().rev().take(limit).cloned().collect()
+        // Newest first by start time; ids of one second would otherwise sort by their suffix.
+        let key =
+            |s: &v1::OperationSummary| s.started.map(|t| (t.seconds, t.nanos)).unwrap_or_default();
+        let mut all: Vec<&v1::OperationSummary> = history.values().collect();
+        all.sort_by(|a, b| {
+            key(b)
+                .cmp(&key(a))
+                .then_with(|| b.operation_id.cmp(&a.operation_id))
+        });
+        all.into_iter().take(limit).cloned().collect()
     }
 
     /// Asks running operations to stop at their next safe point and waits for them.
@@ -419,8 +428,20 @@ fn interrupted_event(id: &str, events: &[v1::Event]) -> v1::Event {
             error: "the agent stopped before the operation finished (crash, kill or power loss); \
                     apply the spec again to converge"
                 .into(),
-            duration_ms: 0,
+            duration_ms: elapsed_ms(events),
         })),
+    }
+}
+
+/// Time from the first to the last journaled event.
+fn elapsed_ms(events: &[v1::Event]) -> u64 {
+    let ms = |t: &prost_types::Timestamp| t.seconds * 1000 + i64::from(t.nanos / 1_000_000);
+    match (
+        events.first().and_then(|e| e.time.as_ref()),
+        events.last().and_then(|e| e.time.as_ref()),
+    ) {
+        (Some(a), Some(b)) => u64::try_from(ms(b) - ms(a)).unwrap_or(0),
+        _ => 0,
     }
 }
 

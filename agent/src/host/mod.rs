@@ -1,5 +1,8 @@
-//! The narrow interface to the operating system. Resources reach files through `fs`; later
-//! kinds add commands and the Docker API here, so tests can point them at throwaway roots and
-//! engines.
+//! The narrow interface to the operating system. Resources reach files through `fs`, commands
+//! through `cmd`, and the system they manage through `target` (the host, or a throwaway root
+//! in tests), so tests can point them at throwaway roots and engines.
 
+pub mod cmd;
 pub mod fs;
+pub mod os_release;
+pub mod target;

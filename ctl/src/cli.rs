@@ -1,0 +1,308 @@
+//! The command line: clap definitions only, with `--help` texts that teach by example.
+//! What each command does lives in `commands/`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::host::Target;
+use crate::output::Format;
+
+const TOP_EXAMPLES: &str = "\
+Getting started:
+  kctl ca init                                  # fleet CA + your admin identity
+  kctl ca issue agent vm1.example --ip 10.0.0.2 # certificate for the agent on vm1
+  # copy agent.crt, agent.key, ca.crt to /etc/kagent/tls/ on vm1, start kagent
+  kctl facts vm1.example                        # what the host is
+  kctl apply vm1.example -f spec.toml --dry-run # what would change
+  kctl apply vm1.example -f spec.toml           # change it
+  kctl ops vm1.example                          # what happened
+
+HOST is NAME[:PORT] (default port 7443), e.g. vm1.example, 10.0.0.2:7444, [fd00::2]:7443.
+The agent's certificate must name HOST exactly as you type it.
+
+Files live in the config directory (--config-dir, $KCTL_CONFIG_DIR, else
+$XDG_CONFIG_HOME/kctl, else ~/.config/kctl): ca/ (the fleet CA), identity/ (your client
+certificate), agents/HOST/ and clients/NAME/ (issued bundles).
+
+Exit codes: 0 success, 1 the operation or a call failed, 2 usage, configuration or spec
+error, 130 interrupted by Ctrl-C (an operation goes on in the agent).";
+
+/// kctl drives kagent, the host agent: declarative applies over mutual TLS, a fleet CA, and
+/// the operation history of each host.
+#[derive(Debug, Parser)]
+#[command(name = "kctl", version, after_help = TOP_EXAMPLES, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// How to print results: human (tables, one line per event) or json (one JSON object per
+    /// line for event streams, one document for facts and ops).
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Format::Human)]
+    pub output: Format,
+    /// Directory holding the fleet CA, your identity and issued bundles.
+    #[arg(long, global = true, env = "KCTL_CONFIG_DIR", value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// Directory of the identity kctl presents to agents (client.crt, client.key, ca.crt).
+    /// Default: <config dir>/identity.
+    #[arg(long, global = true, env = "KCTL_IDENTITY", value_name = "DIR")]
+    pub identity: Option<PathBuf>,
+    /// CA certificate that agent certificates must chain to, instead of the identity's ca.crt.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage the fleet CA and issue agent and client certificates.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Show what a host is: OS, kernel, memory, Docker, clock, agent version.
+    #[command(
+        after_help = "Examples:\n  kctl facts vm1.example\n  kctl facts 10.0.0.2:7444 --output json | jq .docker"
+    )]
+    Facts {
+        /// The agent: NAME[:PORT].
+        host: Target,
+    },
+    /// Plan and apply a host spec, following the operation's events live.
+    #[command(after_help = APPLY_EXAMPLES)]
+    Apply {
+        /// The agent: NAME[:PORT].
+        host: Target,
+        /// The spec file (TOML, `[[resource]]` tables).
+        #[arg(short = 'f', long = "file", value_name = "SPEC")]
+        file: PathBuf,
+        /// Show the plan only; nothing on the host changes.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List a host's operations, newest first.
+    #[command(
+        after_help = "Examples:\n  kctl ops vm1.example\n  kctl ops vm1.example --limit 5 --output json"
+    )]
+    Ops {
+        /// The agent: NAME[:PORT].
+        host: Target,
+        /// How many operations to show (default: the agent's, 50).
+        #[arg(long, value_name = "N")]
+        limit: Option<u32>,
+    },
+    /// Replay an operation's events, then follow it until it finishes.
+    #[command(
+        after_help = "Examples:\n  kctl watch vm1.example 0193c1d2-...          # from the start\n  kctl watch vm1.example 0193c1d2-... --from 12 # resume after event 11"
+    )]
+    Watch {
+        /// The agent: NAME[:PORT].
+        host: Target,
+        /// The operation id (see `kctl ops HOST`).
+        operation_id: String,
+        /// Index of the first event to show (last seen index + 1 to resume).
+        #[arg(long, default_value_t = 0, value_name = "N")]
+        from: u64,
+    },
+}
+
+const APPLY_EXAMPLES: &str = "\
+Examples:
+  kctl apply vm1.example -f spec.toml --dry-run   # the plan, with diffs
+  kctl apply vm1.example -f spec.toml             # apply; re-running changes nothing
+  kctl apply vm1.example -f spec.toml -o json | jq -c 'select(.type == \"failed\")'
+
+A spec lists resources, applied in order:
+
+  [[resource]]
+  kind = \"file\"                 # or \"secret\"
+  name = \"motd\"                 # a-z 0-9 . _ -, unique per kind
+  path = \"/srv/kctl/motd\"       # under one of the agent's managed roots
+  content = \"hello\\n\"           # or content_file = \"motd.txt\" (next to the spec)
+  mode = \"0644\"                 # optional; also uid, gid, dir_mode, sensitive
+
+  [[resource]]
+  kind = \"secret\"               # generated on the host, never sent back
+  name = \"db-password\"
+  path = \"/srv/kctl/secrets/db\"
+  length = 32                   # optional, 16 to 256
+  alphabet = \"alphanumeric\"     # or hex, base64url
+
+The operation runs in the agent: if the connection breaks, kctl re-attaches to it; if that
+fails, it prints the `kctl watch` command that picks up where it stopped.";
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create the fleet CA and your own admin client identity.
+    #[command(after_help = "\
+Examples:
+  kctl ca init
+  kctl ca init --name \"acme prod fleet\" --client-name alice@laptop
+
+Writes <config dir>/ca/ca.crt and ca.key (keep ca.key safe: it can mint admin certificates),
+and <config dir>/identity/ (client.crt, client.key, ca.crt), which kctl presents to agents.
+Refuses to run when a CA already exists.")]
+    Init {
+        /// The CA's name (its certificate's common name).
+        #[arg(long, default_value = "kctl fleet CA")]
+        name: String,
+        /// Common name of your client certificate. Default: $USER@hostname.
+        #[arg(long, value_name = "NAME")]
+        client_name: Option<String>,
+        /// Lifetime of your client certificate, in days.
+        #[arg(long, default_value_t = crate::ca::CLIENT_DAYS, value_name = "N")]
+        client_days: i64,
+    },
+    /// Issue a certificate signed by the fleet CA.
+    #[command(subcommand)]
+    Issue(IssueCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IssueCommand {
+    /// A server certificate for the agent on HOST.
+    #[command(after_help = "\
+Examples:
+  kctl ca issue agent vm1.example
+  kctl ca issue agent vm1.example --dns vm1 --ip 10.0.0.2 --days 180
+  kctl ca issue agent 10.0.0.2 --out /tmp/vm1-tls
+
+The certificate names HOST plus every --dns and --ip: kctl only talks to the agent under one
+of those names. Copy the three files to /etc/kagent/tls/ on the host (agent.key mode 0600).")]
+    Agent {
+        /// The host's name (or IP address) as you will type it in `kctl facts HOST`.
+        host: String,
+        /// Another DNS name for the host (repeatable).
+        #[arg(long = "dns", value_name = "NAME")]
+        dns: Vec<String>,
+        /// An IP address of the host (repeatable).
+        #[arg(long = "ip", value_name = "IP")]
+        ip: Vec<IpAddr>,
+        /// Lifetime in days.
+        #[arg(long, default_value_t = crate::ca::AGENT_DAYS, value_name = "N")]
+        days: i64,
+        /// Output directory. Default: <config dir>/agents/HOST/.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// A client certificate for an operator or a tool.
+    #[command(after_help = "\
+Examples:
+  kctl ca issue client bob@laptop --role operator
+  kctl ca issue client ci-dashboard --role viewer --days 30 --out ./ci-identity
+  kctl --identity ./ci-identity ops vm1.example
+
+The role travels in the certificate (admin, operator, viewer); the agent decides what each
+role may call.")]
+    Client {
+        /// The certificate's common name (shown as the caller in audit logs and `kctl ops`).
+        name: String,
+        #[arg(long, value_enum, default_value_t = Role::Admin)]
+        role: Role,
+        /// Lifetime in days.
+        #[arg(long, default_value_t = crate::ca::CLIENT_DAYS, value_name = "N")]
+        days: i64,
+        /// Output directory. Default: <config dir>/clients/NAME/.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// The role a client certificate carries (its subject's Organization).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    Admin,
+    Operator,
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Operator => "operator",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn roles_match_the_ca() {
+        for role in Role::value_variants() {
+            assert!(crate::ca::ROLES.contains(&role.as_str()));
+        }
+    }
+
+    #[test]
+    fn parses_apply_with_globals_anywhere() -> anyhow::Result<()> {
+        let cli = Cli::try_parse_from([
+            "kctl",
+            "apply",
+            "[::1]:9000",
+            "-f",
+            "s.toml",
+            "--dry-run",
+            "-o",
+            "json",
+            "--config-dir",
+            "/c",
+        ])?;
+        assert_eq!(cli.global.output, Format::Json);
+        assert_eq!(cli.global.config_dir, Some(PathBuf::from("/c")));
+        let Command::Apply {
+            host,
+            file,
+            dry_run,
+        } = cli.command
+        else {
+            anyhow::bail!("not apply")
+        };
+        assert_eq!(host.to_string(), "[::1]:9000");
+        assert_eq!(file, PathBuf::from("s.toml"));
+        assert!(dry_run);
+        Ok(())
+    }
+
+    #[test]
+    fn bad_host_is_a_usage_error() {
+        let err = Cli::try_parse_from(["kctl", "facts", "vm1:http"]).err();
+        let text = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(text.contains("is not a TCP port"), "{text}");
+    }
+
+    #[test]
+    fn issue_defaults() -> anyhow::Result<()> {
+        let cli = Cli::try_parse_from(["kctl", "ca", "issue", "client", "bob"])?;
+        let Command::Ca(CaCommand::Issue(IssueCommand::Client {
+            role, days, out, ..
+        })) = cli.command
+        else {
+            anyhow::bail!("not issue client")
+        };
+        assert_eq!((role, days, out), (Role::Admin, 90, None));
+        let cli = Cli::try_parse_from([
+            "kctl", "ca", "issue", "agent", "vm1", "--dns", "a", "--dns", "b", "--ip", "::1",
+        ])?;
+        let Command::Ca(CaCommand::Issue(IssueCommand::Agent { dns, ip, days, .. })) = cli.command
+        else {
+            anyhow::bail!("not issue agent")
+        };
+        assert_eq!(dns, ["a", "b"]);
+        assert_eq!(ip, ["::1".parse::<IpAddr>()?]);
+        assert_eq!(days, 365);
+        Ok(())
+    }
+}

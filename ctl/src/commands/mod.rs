@@ -1,0 +1,86 @@
+//! What each command does: resolve the configuration, call the agent through
+//! [`crate::agent_client`], hand results to [`crate::output`]. Returns the process exit code.
+
+mod ca;
+mod facts;
+mod operation;
+
+use std::io::Write;
+
+use crate::agent_client::AgentClient;
+use crate::cli::{CaCommand, Cli, Command, IssueCommand};
+use crate::config::{self, Credentials, Paths};
+use crate::error::{Error, Result};
+use crate::host::Target;
+use crate::output::{Format, Style};
+
+/// What every command gets: where the files are and how to print.
+pub struct Context {
+    pub paths: Paths,
+    pub format: Format,
+    pub style: Style,
+}
+
+/// Runs the parsed command line; returns the exit code (errors are the caller's to print).
+pub async fn run(cli: Cli) -> Result<u8> {
+    let config_dir = config::config_dir(cli.global.config_dir.as_deref(), |k| std::env::var_os(k))?;
+    let ctx = Context {
+        paths: Paths::new(config_dir, cli.global.identity, cli.global.ca_file),
+        format: cli.global.output,
+        style: Style::detect(),
+    };
+    match cli.command {
+        Command::Ca(CaCommand::Init {
+            name,
+            client_name,
+            client_days,
+        }) => ca::init(&ctx, &name, client_name, client_days),
+        Command::Ca(CaCommand::Issue(IssueCommand::Agent {
+            host,
+            dns,
+            ip,
+            days,
+            out,
+        })) => ca::issue_agent(&ctx, &host, &dns, &ip, days, out),
+        Command::Ca(CaCommand::Issue(IssueCommand::Client {
+            name,
+            role,
+            days,
+            out,
+        })) => ca::issue_client(&ctx, &name, role, days, out),
+        Command::Facts { host } => facts::facts(&ctx, &host).await,
+        Command::Ops { host, limit } => facts::ops(&ctx, &host, limit.unwrap_or(0)).await,
+        Command::Apply {
+            host,
+            file,
+            dry_run,
+        } => operation::apply(&ctx, &host, &file, dry_run).await,
+        Command::Watch {
+            host,
+            operation_id,
+            from,
+        } => operation::watch(&ctx, &host, &operation_id, from).await,
+    }
+}
+
+/// Loads the identity (warning when it expires soon) and dials `host`.
+async fn connect(ctx: &Context, host: &Target) -> Result<AgentClient> {
+    let creds = Credentials::load(&ctx.paths)?;
+    if let Some(warning) = creds.expiry_warning(time::OffsetDateTime::now_utc()) {
+        eprintln!("warning: {warning}");
+    }
+    AgentClient::connect(host, &creds).await
+}
+
+/// Writes `text` to stdout, turning a closed pipe into an error rather than a panic.
+fn print(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::failed(anyhow::anyhow!("cannot write the output: {e}")))
+}
+
+/// Prints a JSON document (or JSON Lines record) on its own line.
+fn print_json(value: &serde_json::Value) -> Result<()> {
+    print(&format!("{value}\n"))
+}
