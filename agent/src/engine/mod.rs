@@ -240,29 +240,20 @@ impl Engine {
                 }
             }
         };
-        let spec = Arc::new(spec);
 
         // Plan every resource before changing anything.
         let mut counts = v1::Counts::default();
         let mut plans = Vec::with_capacity(spec.resources.len());
         let mut first_error = String::new();
-        for (i, r) in spec.resources.iter().enumerate() {
-            let s = spec.clone();
-            let observed = tokio::task::spawn_blocking(move || s.resources[i].kind.read()).await;
-            let observed = match observed {
-                Ok(Ok(o)) => o,
-                Ok(Err(e)) => {
+        for r in spec.resources.iter() {
+            let observed = match r.kind.read().await {
+                Ok(o) => o,
+                Err(e) => {
                     counts.failed += 1;
                     first_error.get_or_insert_with_msg(|| {
                         format!("{} {:?}: {}", r.kind.name(), r.name, e.message)
                     });
                     let _ = op.emit(failed(r, &e.message, &e.hint), false);
-                    continue;
-                }
-                Err(e) => {
-                    counts.failed += 1;
-                    first_error
-                        .get_or_insert_with_msg(|| format!("reading {:?} panicked: {e}", r.name));
                     continue;
                 }
             };
@@ -283,7 +274,7 @@ impl Engine {
             if let Err(e) = op.emit(planned, false) {
                 return finish(op, OperationState::Failed, counts, &e, started);
             }
-            plans.push((i, observed, change));
+            plans.push((r, observed, change));
         }
         if counts.failed > 0 {
             counts.skipped = plans.len() as u32;
@@ -300,8 +291,7 @@ impl Engine {
             .filter(|(_, _, c)| c.action != Action::Unchanged)
             .collect();
         let total = pending.len();
-        for (n, (i, observed, change)) in pending.into_iter().enumerate() {
-            let r = &spec.resources[i];
+        for (n, (r, observed, change)) in pending.into_iter().enumerate() {
             if !self.step_delay.is_zero() {
                 tokio::select! {
                     _ = tokio::time::sleep(self.step_delay) => {}
@@ -318,28 +308,11 @@ impl Engine {
                 counts.skipped = (total - n) as u32;
                 return finish(op, OperationState::Failed, counts, &e, started);
             }
-            let s = spec.clone();
             let reporter = EventProgress {
                 op,
                 resource: reference(r),
             };
-            let outcome = tokio::task::block_in_place(|| {
-                let r = &s.resources[i];
-                let message = r.kind.apply(&observed, &reporter)?;
-                // Read back and re-plan: the step succeeded only if the host now matches.
-                let after = r.kind.read()?;
-                let residue = r.kind.plan(&after);
-                if residue.action != Action::Unchanged {
-                    return Err(resource::ResourceError {
-                        message: format!(
-                            "after applying, the host still differs: {}",
-                            residue.diff
-                        ),
-                        hint: "something else changes this resource; check the host".into(),
-                    });
-                }
-                Ok(message)
-            });
+            let outcome = apply_and_verify(r, &observed, &reporter).await;
             match outcome {
                 Ok(message) => {
                     let done = Payload::Done(v1::ResourceDone {
@@ -360,6 +333,25 @@ impl Engine {
         }
         finish(op, OperationState::Succeeded, counts, "", started)
     }
+}
+
+/// Applies one change, then reads the host back and re-plans: the step succeeded only if
+/// nothing differs any more.
+async fn apply_and_verify(
+    r: &spec::Resource,
+    observed: &spec::Observed,
+    progress: &EventProgress<'_>,
+) -> Result<String, resource::ResourceError> {
+    let message = r.kind.apply(observed, progress).await?;
+    let after = r.kind.read().await?;
+    let residue = r.kind.plan(&after);
+    if residue.action != Action::Unchanged {
+        return Err(resource::ResourceError {
+            message: format!("after applying, the host still differs: {}", residue.diff),
+            hint: "something else changes this resource; check the host".into(),
+        });
+    }
+    Ok(message)
 }
 
 const SHUTDOWN: &str = "the agent is shutting down; apply again to finish";

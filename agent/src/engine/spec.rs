@@ -126,11 +126,12 @@ impl Kind {
         }
     }
 
-    /// Reads the host. Blocking: the engine calls it off the async threads.
-    pub fn read(&self) -> Result<Observed, ResourceError> {
+    /// Reads the host. File kinds do blocking I/O; they run it in `block_in_place` so the
+    /// async threads stay free, while Docker-backed kinds await their API calls.
+    pub async fn read(&self) -> Result<Observed, ResourceError> {
         Ok(match self {
-            Kind::File(s) => Observed::File(file::read(s)?),
-            Kind::Secret(s) => Observed::Secret(secret::read(s)?),
+            Kind::File(s) => Observed::File(tokio::task::block_in_place(|| file::read(s))?),
+            Kind::Secret(s) => Observed::Secret(tokio::task::block_in_place(|| secret::read(s))?),
         })
     }
 
@@ -142,15 +143,17 @@ impl Kind {
         }
     }
 
-    /// Applies the planned change. Blocking, like `read`.
-    pub fn apply(
+    /// Applies the planned change, reporting through `progress`.
+    pub async fn apply(
         &self,
         observed: &Observed,
-        _progress: &dyn resource::Progress,
+        _progress: &(dyn resource::Progress + '_),
     ) -> Result<String, ResourceError> {
         match (self, observed) {
-            (Kind::File(s), Observed::File(o)) => file::apply(s, o),
-            (Kind::Secret(s), Observed::Secret(o)) => secret::apply(s, o),
+            (Kind::File(s), Observed::File(o)) => tokio::task::block_in_place(|| file::apply(s, o)),
+            (Kind::Secret(s), Observed::Secret(o)) => {
+                tokio::task::block_in_place(|| secret::apply(s, o))
+            }
             _ => Err(ResourceError {
                 message: "observed state of another kind (bug)".into(),
                 hint: "please file a bug".into(),
