@@ -12,7 +12,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::caller::Caller;
 
@@ -52,6 +52,24 @@ struct Record<'a> {
     result: Option<&'a str>,
 }
 
+/// A record as read back from the log.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Entry {
+    pub time: String,
+    pub seq: u64,
+    pub phase: String,
+    pub caller: String,
+    #[serde(default)]
+    pub fingerprint: String,
+    pub rpc: String,
+    #[serde(default)]
+    pub request_sha256: String,
+    #[serde(default)]
+    pub operation_id: Option<String>,
+    #[serde(default)]
+    pub result: Option<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write the audit record to {path}: {source}")]
 pub struct AuditError {
@@ -74,6 +92,32 @@ impl Audit {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Records at or after `since` (RFC 3339, compared as text: the log writes one fixed
+    /// format) whose caller contains `caller`, the newest `limit` of them, oldest first.
+    /// A line that does not parse (a torn write after a crash) is skipped.
+    pub fn read(
+        &self,
+        since: Option<&str>,
+        caller: &str,
+        limit: usize,
+    ) -> std::io::Result<Vec<Entry>> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(e),
+        };
+        let mut out: Vec<Entry> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Entry>(l).ok())
+            .filter(|e| since.is_none_or(|s| e.time.as_str() >= s))
+            .filter(|e| e.caller.contains(caller))
+            .collect();
+        if out.len() > limit {
+            out.drain(..out.len() - limit);
+        }
+        Ok(out)
     }
 
     /// Writes the `begin` record of a mutating call, fsynced, and returns the proof.

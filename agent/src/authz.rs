@@ -35,12 +35,54 @@ impl Role {
     }
 }
 
-/// Every RPC of `kagent.v1.Agent` and the least role that may call it.
-pub const RULES: &[(&str, Role)] = &[
-    ("/kagent.v1.Agent/Facts", Role::Viewer),
-    ("/kagent.v1.Agent/Apply", Role::Admin),
-    ("/kagent.v1.Agent/WatchOperation", Role::Viewer),
-    ("/kagent.v1.Agent/ListOperations", Role::Viewer),
+/// What a call must bring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Need {
+    /// A fleet client certificate carrying at least this role.
+    Role(Role),
+    /// A valid one-time enrollment token (checked by the enrollment service itself).
+    EnrollmentToken,
+}
+
+/// Every RPC of the `kagent.v1` services and what it needs.
+pub const RULES: &[(&str, Need)] = &[
+    ("/kagent.v1.Agent/Facts", Need::Role(Role::Viewer)),
+    ("/kagent.v1.Agent/Apply", Need::Role(Role::Admin)),
+    ("/kagent.v1.Agent/WatchOperation", Need::Role(Role::Viewer)),
+    ("/kagent.v1.Agent/ListOperations", Need::Role(Role::Viewer)),
+    ("/kagent.v1.Agent/ContainerStatus", Need::Role(Role::Viewer)),
+    ("/kagent.v1.Agent/ContainerLogs", Need::Role(Role::Viewer)),
+    (
+        "/kagent.v1.Agent/RestartContainer",
+        Need::Role(Role::Operator),
+    ),
+    // Who did what is for the people who act, not for every dashboard.
+    ("/kagent.v1.Agent/ListAudit", Need::Role(Role::Operator)),
+    ("/kagent.v1.Agent/PrepareRotation", Need::Role(Role::Admin)),
+    ("/kagent.v1.Agent/CompleteRotation", Need::Role(Role::Admin)),
+    (
+        "/kagent.v1.Agent/ListCertificates",
+        Need::Role(Role::Viewer),
+    ),
+    // Day-2: renewing reruns the recorded spec, it cannot change it.
+    (
+        "/kagent.v1.Agent/RenewCertificate",
+        Need::Role(Role::Operator),
+    ),
+    // Explicit secret reads and realm exports (which may carry secrets): admin, audited.
+    ("/kagent.v1.Agent/RevealSecret", Need::Role(Role::Admin)),
+    (
+        "/kagent.v1.Agent/ExportKeycloakRealm",
+        Need::Role(Role::Admin),
+    ),
+    (
+        "/kagent.v1.Enrollment/BeginEnrollment",
+        Need::EnrollmentToken,
+    ),
+    (
+        "/kagent.v1.Enrollment/CompleteEnrollment",
+        Need::EnrollmentToken,
+    ),
 ];
 
 /// Why a call is refused.
@@ -62,8 +104,12 @@ pub fn check(caller: &Caller, rpc: &str) -> Result<(), Denied> {
     let need = RULES
         .iter()
         .find(|(name, _)| *name == rpc)
-        .map(|(_, role)| *role)
+        .map(|(_, need)| *need)
         .ok_or_else(|| Denied::NoRule(rpc.into()))?;
+    let need = match need {
+        Need::Role(r) => r,
+        Need::EnrollmentToken => return Ok(()),
+    };
     let has = caller.role.as_deref().and_then(Role::parse);
     match has {
         Some(r) if r >= need => Ok(()),
@@ -84,7 +130,7 @@ mod tests {
     use super::*;
     use prost::Message;
 
-    /// Every method of the Agent service in the compiled API, as `/pkg.Service/Method`.
+    /// Every method of every service in the compiled API, as `/pkg.Service/Method`.
     fn api_methods() -> Vec<String> {
         let fds = prost_types::FileDescriptorSet::decode(kagent_proto::FILE_DESCRIPTOR_SET)
             .unwrap_or_default();
@@ -136,8 +182,13 @@ mod tests {
                 Some("admin"),
                 Some("root"),
             ] {
-                let allowed = role.and_then(Role::parse).is_some_and(|r| r >= *need);
                 let got = check(&caller(role), rpc);
+                // Token-authenticated RPCs are checked by their service, for any caller.
+                let Need::Role(need) = need else {
+                    assert!(got.is_ok(), "{rpc} as {role:?}: {got:?}");
+                    continue;
+                };
+                let allowed = role.and_then(Role::parse).is_some_and(|r| r >= *need);
                 assert_eq!(got.is_ok(), allowed, "{rpc} as {role:?}: {got:?}");
                 if let Err(e) = got {
                     assert!(e.to_string().contains(need.name()), "{e}");

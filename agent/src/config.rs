@@ -25,6 +25,95 @@ pub struct Config {
     pub managed_roots: Vec<PathBuf>,
     #[serde(default)]
     pub tls: TlsConfig,
+    #[serde(default)]
+    pub enrollment: EnrollmentConfig,
+    #[serde(default)]
+    pub acme: AcmeConfig,
+    /// The Docker engine for `container`, `network` and `volume` resources:
+    /// `unix:///path` or `tcp://host:port` (env `KAGENT_DOCKER_HOST`).
+    #[serde(default = "default_docker_host")]
+    pub docker_host: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollmentConfig {
+    /// Lifetime of an enrollment token, in seconds (default one hour).
+    #[serde(default = "default_token_ttl")]
+    pub token_ttl_secs: u64,
+}
+
+impl Default for EnrollmentConfig {
+    fn default() -> Self {
+        EnrollmentConfig {
+            token_ttl_secs: default_token_ttl(),
+        }
+    }
+}
+
+fn default_token_ttl() -> u64 {
+    3600
+}
+
+/// Certificates: the HTTP-01 port and the renewal scheduler (`[acme]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeConfig {
+    /// The port CAs connect to for HTTP-01: 80 (a test CA such as pebble uses its `httpPort`).
+    #[serde(default = "default_http01_port")]
+    pub http01_port: u16,
+    /// Names the HTTP-01 self-check resolves to these addresses instead of asking the system
+    /// resolver, e.g. `{ "keycloak.test" = "127.0.0.1" }` for names only a test CA's DNS knows.
+    #[serde(default)]
+    pub resolve: std::collections::HashMap<String, std::net::IpAddr>,
+    /// How often the scheduler checks every certificate (±10% jitter); default one hour.
+    #[serde(default = "default_check_interval")]
+    pub check_interval_secs: u64,
+    /// The scheduler's first check waits a random 0..this after start; default 300.
+    #[serde(default = "default_start_delay")]
+    pub start_delay_max_secs: u64,
+    /// First backoff after a failed renewal, doubled per failure; default 300.
+    #[serde(default = "default_retry_base")]
+    pub retry_base_secs: u64,
+    /// Longest backoff; default 6 hours (and at most a tenth of the lifetime).
+    #[serde(default = "default_retry_max")]
+    pub retry_max_secs: u64,
+    /// First delay when polling an ACME order; default 250 ms.
+    #[serde(default = "default_poll_delay")]
+    pub poll_delay_ms: u64,
+}
+
+impl Default for AcmeConfig {
+    fn default() -> Self {
+        AcmeConfig {
+            http01_port: default_http01_port(),
+            resolve: Default::default(),
+            check_interval_secs: default_check_interval(),
+            start_delay_max_secs: default_start_delay(),
+            retry_base_secs: default_retry_base(),
+            retry_max_secs: default_retry_max(),
+            poll_delay_ms: default_poll_delay(),
+        }
+    }
+}
+
+fn default_http01_port() -> u16 {
+    80
+}
+fn default_check_interval() -> u64 {
+    3600
+}
+fn default_start_delay() -> u64 {
+    300
+}
+fn default_retry_base() -> u64 {
+    300
+}
+fn default_retry_max() -> u64 {
+    6 * 3600
+}
+fn default_poll_delay() -> u64 {
+    250
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -71,6 +160,9 @@ fn default_key() -> PathBuf {
 }
 fn default_client_ca() -> PathBuf {
     PathBuf::from("/etc/kagent/tls/ca.crt")
+}
+fn default_docker_host() -> String {
+    crate::host::docker::DEFAULT_HOST.to_string()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +213,7 @@ impl Config {
             .into_iter()
             .filter(|(k, _)| k.starts_with("KAGENT_") && !is_debug_var(k))
             .collect();
+        let env_seen = env.clone();
         builder = builder.add_source(
             config::Environment::with_prefix("KAGENT")
                 .prefix_separator("_")
@@ -135,13 +228,23 @@ impl Config {
             origin: origin.clone(),
             message,
         };
-        let raw = builder.build().map_err(|e| invalid(explain(e)))?;
-        let cfg: Config = raw.try_deserialize().map_err(|e| invalid(explain(e)))?;
+        let raw = builder
+            .build()
+            .map_err(|e| invalid(explain(e, &env_seen)))?;
+        let cfg: Config = raw
+            .try_deserialize()
+            .map_err(|e| invalid(explain(e, &env_seen)))?;
         cfg.check().map_err(invalid)?;
         Ok(cfg)
     }
 
     fn check(&self) -> Result<(), String> {
+        let docker = &self.docker_host;
+        if !(docker.starts_with("unix:///") || docker.starts_with("tcp://")) {
+            return Err(format!(
+                "key `docker_host`: expected unix:///PATH or tcp://HOST:PORT, got {docker:?}"
+            ));
+        }
         if !self.state_dir.is_absolute() {
             return Err(format!(
                 "key `state_dir`: expected an absolute path, got {:?}",
@@ -184,12 +287,28 @@ fn is_debug_var(key: &str) -> bool {
 }
 
 /// The `config` crate's messages already name the key; add what a value should look like.
-fn explain(e: config::ConfigError) -> String {
+fn explain(e: config::ConfigError, env: &config::Map<String, String>) -> String {
     let msg = e.to_string();
-    let hint = if msg.contains("listen") {
+    // An unknown key may come from the environment rather than the file: say which.
+    if let Some(field) = msg
+        .split("unknown field `")
+        .nth(1)
+        .and_then(|r| r.split('`').next())
+    {
+        let var = format!("KAGENT_{}", field.to_uppercase());
+        if env.contains_key(&var) {
+            return format!(
+                "environment variable {var} is not a kagent setting (KAGENT_* variables \
+                 override configuration keys); unset it or fix its name"
+            );
+        }
+    }
+    let hint = if msg.contains("unknown field") {
+        " (known keys: listen, state_dir, managed_roots, [tls] cert, key, client_ca, \
+         [enrollment] token_ttl_secs, [acme] http01_port, resolve, check_interval_secs, \
+         start_delay_max_secs, retry_base_secs, retry_max_secs, poll_delay_ms, docker_host)"
+    } else if msg.contains("listen") {
         " (expected an address with port, e.g. \"0.0.0.0:7443\")"
-    } else if msg.contains("unknown field") {
-        " (known keys: listen, state_dir, managed_roots, [tls] cert, key, client_ca)"
     } else {
         ""
     };
@@ -220,6 +339,10 @@ mod tests {
         assert_eq!(cfg.listen.to_string(), "0.0.0.0:7443");
         assert_eq!(cfg.state_dir, PathBuf::from("/var/lib/kagent"));
         assert_eq!(cfg.tls.client_ca, PathBuf::from("/etc/kagent/tls/ca.crt"));
+        assert_eq!(cfg.docker_host, "unix:///var/run/docker.sock");
+        let cfg = load("", &[("KAGENT_DOCKER_HOST", "unix:///run/vm1/docker.sock")])?;
+        assert_eq!(cfg.docker_host, "unix:///run/vm1/docker.sock");
+        assert!(load("docker_host = \"/var/run/docker.sock\"\n", &[]).is_err());
         Ok(())
     }
 
@@ -241,6 +364,15 @@ mod tests {
         );
         assert_eq!(cfg.tls.cert, PathBuf::from("/x.crt"));
         Ok(())
+    }
+
+    #[test]
+    fn an_unknown_environment_variable_is_named() {
+        let err = load("", &[("KAGENT_LISTN", "127.0.0.1:1")])
+            .err()
+            .map(|e| e.to_string());
+        let err = err.unwrap_or_default();
+        assert!(err.contains("environment variable KAGENT_LISTN"), "{err}");
     }
 
     #[test]

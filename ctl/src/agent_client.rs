@@ -18,6 +18,7 @@ use tonic::{Code, Status, Streaming};
 use crate::config::Credentials;
 use crate::error::{Error, Result};
 use crate::host::Target;
+use crate::pinned;
 
 /// How long to wait for TCP and the TLS handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -81,6 +82,28 @@ impl AgentClient {
         Ok(reply)
     }
 
+    pub async fn list_certificates(&mut self) -> Result<Vec<v1::CertificateStatus>, Status> {
+        let call = self.grpc.list_certificates(v1::ListCertificatesRequest {});
+        let reply = with_timeout(call).await?.into_inner();
+        self.answered = true;
+        Ok(reply.certificates)
+    }
+
+    /// Starts a renewal operation (one certificate, or all when `name` is empty).
+    pub async fn renew_certificate(
+        &mut self,
+        name: &str,
+        force: bool,
+    ) -> Result<Streaming<v1::Event>, Status> {
+        let request = v1::RenewCertificateRequest {
+            name: name.to_string(),
+            force,
+        };
+        let stream = self.grpc.renew_certificate(request).await?.into_inner();
+        self.answered = true;
+        Ok(stream)
+    }
+
     pub async fn list_operations(
         &mut self,
         limit: u32,
@@ -126,10 +149,177 @@ impl AgentClient {
         Ok(stream)
     }
 
+    /// Audit records, oldest first.
+    pub async fn list_audit(
+        &mut self,
+        request: v1::ListAuditRequest,
+    ) -> Result<Vec<v1::AuditRecord>, Status> {
+        let reply = with_timeout(self.grpc.list_audit(request))
+            .await?
+            .into_inner();
+        self.answered = true;
+        Ok(reply.records)
+    }
+
+    /// Managed containers: one by `name`, or all (of `stack`, when given).
+    pub async fn container_status(
+        &mut self,
+        name: &str,
+        stack: &str,
+    ) -> Result<Vec<v1::ContainerInfo>, Status> {
+        let call = self.grpc.container_status(v1::ContainerStatusRequest {
+            name: name.to_string(),
+            stack: stack.to_string(),
+        });
+        let reply = with_timeout(call).await?.into_inner();
+        self.answered = true;
+        Ok(reply.containers)
+    }
+
+    /// A container's logs; with `follow` the stream lasts as long as the container runs.
+    pub async fn container_logs(
+        &mut self,
+        request: v1::ContainerLogsRequest,
+    ) -> Result<Streaming<v1::LogChunk>, Status> {
+        let stream = with_timeout(self.grpc.container_logs(request))
+            .await?
+            .into_inner();
+        self.answered = true;
+        Ok(stream)
+    }
+
+    pub async fn restart_container(
+        &mut self,
+        name: &str,
+        timeout_s: u32,
+    ) -> Result<v1::ContainerInfo, Status> {
+        let call = self.grpc.restart_container(v1::RestartContainerRequest {
+            name: name.to_string(),
+            timeout_s,
+        });
+        let reply = with_timeout(call).await?.into_inner();
+        self.answered = true;
+        reply
+            .container
+            .ok_or_else(|| Status::internal("the agent sent no container status"))
+    }
+
+    pub async fn prepare_rotation(&mut self) -> Result<v1::PrepareRotationReply, Status> {
+        let call = self.grpc.prepare_rotation(v1::PrepareRotationRequest {});
+        let reply = with_timeout(call).await?.into_inner();
+        self.answered = true;
+        Ok(reply)
+    }
+
+    pub async fn complete_rotation(
+        &mut self,
+        cert_pem: String,
+    ) -> Result<v1::CompleteRotationReply, Status> {
+        let call = self
+            .grpc
+            .complete_rotation(v1::CompleteRotationRequest { cert_pem });
+        let reply = with_timeout(call).await?.into_inner();
+        self.answered = true;
+        Ok(reply)
+    }
+
     /// The operator-facing error for a failed call `what` ("Facts", "Apply", ...).
     pub fn explain(&self, what: &str, status: &Status) -> Error {
         explain(&self.target, what, status, self.answered)
     }
+}
+
+/// A connection to an agent in enrollment mode, pinned by fingerprint (see [`pinned`]).
+pub struct EnrollClient {
+    target: Target,
+    grpc: kagent_proto::v1::enrollment_client::EnrollmentClient<Channel>,
+}
+
+impl EnrollClient {
+    /// Dials `target` and accepts only the certificate whose SHA-256 is `fingerprint`.
+    pub async fn connect(target: &Target, fingerprint: &str) -> Result<EnrollClient> {
+        let verifier = pinned::PinnedVerifier::new(fingerprint);
+        let channel = pinned::channel(&target.host, target.port, verifier.clone(), CONNECT_TIMEOUT);
+        let channel = match tokio::time::timeout(2 * CONNECT_TIMEOUT, channel).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                if let Some(seen) = verifier.seen().filter(|s| s != fingerprint) {
+                    return Err(Error::failed(anyhow!(
+                        "the agent at {target} presented the certificate {seen}, but the token \
+                         pins {fingerprint}: refusing to enroll (possible man in the middle)"
+                    ))
+                    .hint(
+                        "check that you dialled the right host and copied the whole token; if \
+                         the agent is already enrolled, `kctl facts HOST` works and there is \
+                         nothing to do",
+                    ));
+                }
+                return Err(connect_error(target, &chain(e.as_ref())));
+            }
+            Err(_) => return Err(connect_error(target, "timed out")),
+        };
+        Ok(EnrollClient {
+            target: target.clone(),
+            grpc: kagent_proto::v1::enrollment_client::EnrollmentClient::new(channel),
+        })
+    }
+
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    pub async fn begin(&mut self, token: &str) -> Result<v1::BeginEnrollmentReply, Status> {
+        let request = v1::BeginEnrollmentRequest {
+            token: token.to_string(),
+        };
+        Ok(with_timeout(self.grpc.begin_enrollment(request))
+            .await?
+            .into_inner())
+    }
+
+    pub async fn complete(
+        &mut self,
+        token: &str,
+        cert_pem: String,
+        ca_pem: String,
+    ) -> Result<v1::CompleteEnrollmentReply, Status> {
+        let request = v1::CompleteEnrollmentRequest {
+            token: token.to_string(),
+            cert_pem,
+            ca_pem,
+        };
+        Ok(with_timeout(self.grpc.complete_enrollment(request))
+            .await?
+            .into_inner())
+    }
+
+    /// Enrollment refusals carry their own remedy in the agent's message (new token, wait
+    /// for the lockout); only the hint differs from other calls.
+    pub fn explain(&self, what: &str, status: &Status) -> Error {
+        let hint = match status.code() {
+            Code::Unauthenticated | Code::FailedPrecondition => {
+                "get a fresh token with `kagent enroll-token` (as root on the VM)"
+            }
+            Code::ResourceExhausted => "wait for the lockout to pass; the agent logs each refusal",
+            Code::InvalidArgument => "the agent refused the certificate kctl signed; see above",
+            _ => return explain(&self.target, what, status, true),
+        };
+        Error::failed(anyhow!("{what} on {}: {}", self.target, status.message())).hint(hint)
+    }
+}
+
+/// The SHA-256 fingerprint of the certificate `target` presents, without trusting it (used
+/// after a rotation to check that the new certificate is the one served).
+pub async fn served_fingerprint(target: &Target) -> Result<String> {
+    let verifier = pinned::PinnedVerifier::new("");
+    let _ = tokio::time::timeout(
+        2 * CONNECT_TIMEOUT,
+        pinned::channel(&target.host, target.port, verifier.clone(), CONNECT_TIMEOUT),
+    )
+    .await;
+    verifier
+        .seen()
+        .ok_or_else(|| Error::failed(anyhow!("{target} presented no certificate")))
 }
 
 async fn with_timeout<T>(call: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
@@ -209,7 +399,8 @@ fn connect_error(target: &Target, cause: &str) -> Error {
         (
             format!("the agent at {target} presented a certificate not signed by your fleet CA"),
             "check that the agent and your identity come from the same `kctl ca init`, or pass \
-             the agent's CA with --ca-file"
+             the agent's CA with --ca-file; a new agent that is not enrolled yet presents a \
+             self-signed certificate: enroll it with `kctl enroll HOST --token TOKEN`"
                 .to_string(),
         )
     } else if lower.contains("expired") {

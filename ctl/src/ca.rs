@@ -140,36 +140,25 @@ impl Ca {
         ips: &[IpAddr],
         validity: Validity,
     ) -> Result<Bundle> {
-        let mut sans: Vec<SanType> = Vec::new();
-        let mut push_name = |name: &str| -> Result<()> {
-            let san = match name.parse::<IpAddr>() {
-                Ok(ip) => SanType::IpAddress(ip),
-                Err(_) => SanType::DnsName(
-                    name.try_into()
-                        .with_context(|| format!("{name:?} is not a valid DNS name"))?,
-                ),
-            };
-            if !sans.contains(&san) {
-                sans.push(san);
-            }
-            Ok(())
-        };
-        push_name(host)?;
-        for d in dns {
-            push_name(d)?;
-        }
-        for ip in ips {
-            push_name(&ip.to_string())?;
-        }
-        let mut params = CertificateParams::default();
-        params.subject_alt_names = sans;
-        params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, host);
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "kagent");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        self.sign_leaf(params, validity)
+        self.sign_leaf(agent_params(host, dns, ips)?, validity)
+    }
+
+    /// Signs an agent's CSR (enrollment, rotation): the agent keeps its key. Only the CSR's
+    /// public key is used; names, usages and validity are ours, not the CSR's.
+    pub fn sign_agent_csr(
+        &self,
+        csr_pem: &str,
+        host: &str,
+        dns: &[String],
+        ips: &[IpAddr],
+        validity: Validity,
+    ) -> Result<String> {
+        let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .context("the agent sent an unreadable CSR")?;
+        let mut params = agent_params(host, dns, ips)?;
+        finish_leaf(&mut params, validity);
+        csr.params = params;
+        Ok(csr.signed_by(&self.issuer)?.pem())
     }
 
     /// A client certificate for the operator or tool `name`, carrying `role`.
@@ -194,12 +183,7 @@ impl Ca {
     }
 
     fn sign_leaf(&self, mut params: CertificateParams, validity: Validity) -> Result<Bundle> {
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.use_authority_key_identifier_extension = true;
-        params.not_before = validity.not_before;
-        params.not_after = validity.not_after;
-        // Random serials: two certificates for the same name must stay distinguishable.
-        params.serial_number = Some(rcgen::SerialNumber::from_slice(&rand_serial()));
+        finish_leaf(&mut params, validity);
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(Bundle {
@@ -225,6 +209,51 @@ impl Bundle {
     pub fn fingerprint(&self) -> Result<String> {
         fingerprint_pem(&self.cert_pem)
     }
+}
+
+/// Usages, validity and a random serial for a leaf certificate.
+fn finish_leaf(params: &mut CertificateParams, validity: Validity) {
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = validity.not_before;
+    params.not_after = validity.not_after;
+    // Random serials: two certificates for the same name must stay distinguishable.
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&rand_serial()));
+}
+
+/// Subject and SANs of an agent's server certificate: `host`, then `dns` and `ips`, no
+/// duplicates.
+fn agent_params(host: &str, dns: &[String], ips: &[IpAddr]) -> Result<CertificateParams> {
+    let mut sans: Vec<SanType> = Vec::new();
+    let mut push_name = |name: &str| -> Result<()> {
+        let san = match name.parse::<IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(
+                name.try_into()
+                    .with_context(|| format!("{name:?} is not a valid DNS name"))?,
+            ),
+        };
+        if !sans.contains(&san) {
+            sans.push(san);
+        }
+        Ok(())
+    };
+    push_name(host)?;
+    for d in dns {
+        push_name(d)?;
+    }
+    for ip in ips {
+        push_name(&ip.to_string())?;
+    }
+    let mut params = CertificateParams::default();
+    params.subject_alt_names = sans;
+    params.distinguished_name = DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, host);
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "kagent");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    Ok(params)
 }
 
 /// Where a bundle's three files live.

@@ -94,6 +94,125 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         limit: Option<u32>,
     },
+    /// Enroll a new agent: pin its certificate, prove its one-time token, sign its CSR.
+    #[command(after_help = "\
+Examples:
+  kctl enroll vm1.example --token ket1.Xy...9f
+  kctl enroll 10.0.0.2 --token \"$(ssh root@10.0.0.2 kagent enroll-token)\" --dns vm1.example
+
+A kagent started without a certificate prints a token in its log (journalctl -u kagent) and
+in /var/lib/kagent/enroll/token.json. The token carries the SHA-256 fingerprint of the agent's
+self-signed certificate: kctl refuses any other certificate (a man in the middle). The new
+certificate names HOST, every --dns and --ip, and the host name and addresses the agent
+reports. The agent switches to mutual TLS at once; the token cannot be used again.")]
+    Enroll {
+        /// The agent: NAME[:PORT], as you will dial it from now on.
+        host: Target,
+        /// The enrollment token printed by the agent (or `kagent enroll-token`).
+        #[arg(
+            long,
+            value_name = "TOKEN",
+            env = "KCTL_ENROLL_TOKEN",
+            hide_env_values = true
+        )]
+        token: String,
+        /// Another DNS name for the certificate (repeatable).
+        #[arg(long = "dns", value_name = "NAME")]
+        dns: Vec<String>,
+        /// Another IP address for the certificate (repeatable).
+        #[arg(long = "ip", value_name = "IP")]
+        ip: Vec<IpAddr>,
+        /// Lifetime of the agent's certificate in days.
+        #[arg(long, default_value_t = crate::ca::AGENT_DAYS, value_name = "N")]
+        days: i64,
+    },
+    /// Show who called what on a host, and how it ended (operator role).
+    #[command(after_help = "\
+Examples:
+  kctl audit vm1.example
+  kctl audit vm1.example --since 2h --caller alice
+  kctl audit vm1.example --since 2026-12-01T08:00:00Z --output json
+
+Every mutating call writes a `begin` record before it runs and an `end` record with its
+result; refused and invalid calls are recorded too.")]
+    Audit {
+        /// The agent: NAME[:PORT].
+        host: Target,
+        /// Only records since then: a duration back from now (30m, 2h, 7d) or an RFC 3339 time.
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// Only callers whose certificate subject contains this text.
+        #[arg(long, value_name = "TEXT", default_value = "")]
+        caller: String,
+        /// At most this many records (the newest).
+        #[arg(long, default_value_t = 200, value_name = "N")]
+        limit: u32,
+    },
+    /// List the containers the agent manages: state, health, restarts, uptime, image, ports.
+    #[command(
+        after_help = "Examples:\n  kctl ps vm1.example\n  kctl ps vm1.example --stack kheops -o json | jq '.containers[] | select(.health != \"healthy\")'"
+    )]
+    Ps {
+        /// The agent: NAME[:PORT].
+        host: Target,
+        /// Only the containers of this stack.
+        #[arg(long, value_name = "STACK")]
+        stack: Option<String>,
+    },
+    /// Show a managed container's output (stdout and stderr), optionally following it.
+    #[command(
+        after_help = "Examples:\n  kctl logs vm1.example web --tail 50\n  kctl logs vm1.example web -f --since 10m\n\nStdout goes to stdout and stderr to stderr; with -o json, one object per chunk."
+    )]
+    Logs {
+        /// The agent: NAME[:PORT].
+        host: Target,
+        /// The container (its resource name).
+        name: String,
+        /// Keep streaming new output until Ctrl-C or the container stops.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long, value_name = "N")]
+        tail: Option<u32>,
+        /// Only output since then: a duration back from now (30m, 2h) or an RFC 3339 time.
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+    },
+    /// Restart a managed container (stop with its timeout, start). Needs the operator role.
+    #[command(
+        after_help = "Examples:\n  kctl restart vm1.example web\n  kctl restart vm1.example db --timeout 60"
+    )]
+    Restart {
+        /// The agent: NAME[:PORT].
+        host: Target,
+        /// The container (its resource name).
+        name: String,
+        /// Seconds to wait after SIGTERM before SIGKILL (default: the container's own).
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u32>,
+    },
+    /// List the host's certificates: names, issuer, expiry, next renewal, last error.
+    #[command(
+        after_help = "Examples:\n  kctl certs vm1.example\n  kctl certs vm1.example -o json | jq '.certificates[] | select(.days_left < 20)'"
+    )]
+    Certs {
+        /// The agent: NAME[:PORT].
+        host: Target,
+    },
+    /// Renew certificates now: those due, or with --force every one named. Needs the operator
+    /// role; runs as an operation (see `kctl ops`).
+    #[command(
+        after_help = "Examples:\n  kctl renew vm1.example              # every certificate that is due\n  kctl renew vm1.example keycloak --force\n\nThe agent renews by itself in the CA's renewal window (or with 1/3 of the lifetime\nleft); this is for \"now\", e.g. after a key compromise."
+    )]
+    Renew {
+        /// The agent: NAME[:PORT].
+        host: Target,
+        /// The certificate resource's name (default: all).
+        name: Option<String>,
+        /// Renew even if not due.
+        #[arg(long)]
+        force: bool,
+    },
     /// Replay an operation's events, then follow it until it finishes.
     #[command(
         after_help = "Examples:\n  kctl watch vm1.example 0193c1d2-...          # from the start\n  kctl watch vm1.example 0193c1d2-... --from 12 # resume after event 11"
@@ -131,6 +250,19 @@ A spec lists resources, applied in order:
   length = 32                   # optional, 16 to 256
   alphabet = \"alphanumeric\"     # or hex, base64url
 
+  [[resource]]
+  kind = \"docker\"               # Docker Engine per Docker's install docs
+  name = \"engine\"
+  source = \"distro\"             # or docker (default), repository, directory
+  log_max_size = \"10m\"          # optional json-file rotation (defaults 10m, 3)
+  log_max_file = 3
+
+  [[resource]]
+  kind = \"group_member\"         # adds only: other groups are kept
+  name = \"centos-docker\"
+  user = \"centos\"
+  group = \"docker\"              # default docker (root-equivalent); also create_user
+
 The operation runs in the agent: if the connection breaks, kctl re-attaches to it; if that
 fails, it prints the `kctl watch` command that picks up where it stopped.";
 
@@ -159,6 +291,28 @@ Refuses to run when a CA already exists.")]
     /// Issue a certificate signed by the fleet CA.
     #[command(subcommand)]
     Issue(IssueCommand),
+    /// Renew an enrolled agent's certificate over its mTLS connection, without downtime.
+    #[command(after_help = "\
+Examples:
+  kctl ca rotate-agent vm1.example
+  kctl ca rotate-agent vm1.example --dns vm1.new-domain.example --days 365
+
+The agent makes a new key (it never leaves the host) and sends a CSR; kctl signs it with the
+fleet CA, keeping the names of the current certificate plus any --dns/--ip; the agent checks
+and installs it and serves it to new connections. Open connections are not interrupted.")]
+    RotateAgent {
+        /// The agent: NAME[:PORT].
+        host: Target,
+        /// Another DNS name for the new certificate (repeatable).
+        #[arg(long = "dns", value_name = "NAME")]
+        dns: Vec<String>,
+        /// Another IP address for the new certificate (repeatable).
+        #[arg(long = "ip", value_name = "IP")]
+        ip: Vec<IpAddr>,
+        /// Lifetime in days.
+        #[arg(long, default_value_t = crate::ca::AGENT_DAYS, value_name = "N")]
+        days: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -140,6 +140,83 @@ impl Agent for FakeAgent {
             .collect();
         Ok(Response::new(v1::ListOperationsReply { operations }))
     }
+
+    // RPCs the tests here do not exercise: a fake must still implement the whole trait.
+    async fn list_audit(
+        &self,
+        _: Request<v1::ListAuditRequest>,
+    ) -> Result<Response<v1::ListAuditReply>, Status> {
+        Err(Status::unimplemented("fake agent"))
+    }
+
+    async fn prepare_rotation(
+        &self,
+        _: Request<v1::PrepareRotationRequest>,
+    ) -> Result<Response<v1::PrepareRotationReply>, Status> {
+        Err(Status::unimplemented("fake agent"))
+    }
+
+    async fn complete_rotation(
+        &self,
+        _: Request<v1::CompleteRotationRequest>,
+    ) -> Result<Response<v1::CompleteRotationReply>, Status> {
+        Err(Status::unimplemented("fake agent"))
+    }
+
+    async fn list_certificates(
+        &self,
+        _: Request<v1::ListCertificatesRequest>,
+    ) -> Result<Response<v1::ListCertificatesReply>, Status> {
+        Err(Status::unimplemented("fake agent"))
+    }
+
+    async fn reveal_secret(
+        &self,
+        _: Request<v1::RevealSecretRequest>,
+    ) -> Result<Response<v1::RevealSecretReply>, Status> {
+        Err(Status::unimplemented("fake agent"))
+    }
+
+    async fn export_keycloak_realm(
+        &self,
+        _: Request<v1::ExportKeycloakRealmRequest>,
+    ) -> Result<Response<v1::ExportKeycloakRealmReply>, Status> {
+        Err(Status::unimplemented("fake agent"))
+    }
+
+    async fn container_status(
+        &self,
+        _: Request<v1::ContainerStatusRequest>,
+    ) -> Result<Response<v1::ContainerStatusReply>, Status> {
+        Err(Status::unimplemented("fake agent"))
+    }
+
+    type ContainerLogsStream = Pin<
+        Box<dyn tonic::codegen::tokio_stream::Stream<Item = Result<v1::LogChunk, Status>> + Send>,
+    >;
+
+    async fn container_logs(
+        &self,
+        _: Request<v1::ContainerLogsRequest>,
+    ) -> Result<Response<Self::ContainerLogsStream>, Status> {
+        Err(Status::unimplemented("fake agent"))
+    }
+
+    async fn restart_container(
+        &self,
+        _: Request<v1::RestartContainerRequest>,
+    ) -> Result<Response<v1::RestartContainerReply>, Status> {
+        Err(Status::unimplemented("fake agent"))
+    }
+
+    type RenewCertificateStream = EventStream;
+
+    async fn renew_certificate(
+        &self,
+        _: Request<v1::RenewCertificateRequest>,
+    ) -> Result<Response<EventStream>, Status> {
+        Err(Status::unimplemented("fake agent"))
+    }
 }
 
 /// Serves `agent` on 127.0.0.1 with `server` as its certificate, requiring client

@@ -6,7 +6,8 @@
 //! - `config`: the config directory layout and the operator identity;
 //! - `host`: the `HOST` argument (`name[:port]`, IP literals);
 //! - `spec`: the TOML host spec, checked and turned into the API's `HostSpec`;
-//! - `agent_client`: the mTLS gRPC connection, the only module that opens one;
+//! - `agent_client`: the mTLS gRPC connection, the only module that opens one (with
+//!   `pinned`, its fingerprint-pinned TLS for agents that are not enrolled yet);
 //! - `follow`: following an operation's events to the end, re-attaching after breaks;
 //! - `output/`: tables, event lines and JSON (formats, never decides);
 //! - `ca`: the fleet CA and certificate bundles; `files`: atomic local writes;
@@ -24,6 +25,7 @@ pub mod files;
 pub mod follow;
 pub mod host;
 pub mod output;
+pub mod pinned;
 pub mod spec;
 
 use std::process::ExitCode;

@@ -14,6 +14,10 @@
 //! duplicates, `content` vs `content_file`) and names the resource and field in every error.
 //! The agent validates again, authoritatively (managed roots, symbolic links, ...).
 
+mod certificates;
+mod containers;
+mod prereqs;
+
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
@@ -35,10 +39,21 @@ struct SpecFile {
 pub enum ResourceSpec {
     File(FileSpec),
     Secret(SecretSpec),
+    Docker(DockerSpec),
+    GroupMember(GroupMemberSpec),
+    Container(Box<ContainerSpec>),
+    Network(NetworkSpec),
+    Volume(VolumeSpec),
+    Stack(StackSpec),
+    Certificate(Box<CertificateSpec>),
 }
 
+pub use certificates::CertificateSpec;
+pub use containers::{ContainerSpec, NetworkSpec, StackSpec, VolumeSpec};
+pub use prereqs::{DockerSourceSpec, DockerSpec, GroupMemberSpec};
+
 /// The kinds `kind` may name, for error messages.
-const KINDS: &str = "\"file\" or \"secret\"";
+const KINDS: &str = "\"file\", \"secret\", \"docker\", \"group_member\", \"container\", \"network\", \"volume\", \"stack\" or \"certificate\"";
 
 /// `kind = "file"`: a file with exact content.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -144,6 +159,13 @@ impl ResourceSpec {
         match self {
             ResourceSpec::File(f) => &f.name,
             ResourceSpec::Secret(s) => &s.name,
+            ResourceSpec::Docker(d) => &d.name,
+            ResourceSpec::GroupMember(g) => &g.name,
+            ResourceSpec::Container(c) => &c.name,
+            ResourceSpec::Network(n) => &n.name,
+            ResourceSpec::Volume(v) => &v.name,
+            ResourceSpec::Stack(s) => &s.name,
+            ResourceSpec::Certificate(c) => &c.name,
         }
     }
 
@@ -151,13 +173,27 @@ impl ResourceSpec {
         match self {
             ResourceSpec::File(_) => "file",
             ResourceSpec::Secret(_) => "secret",
+            ResourceSpec::Docker(_) => "docker",
+            ResourceSpec::GroupMember(_) => "group_member",
+            ResourceSpec::Container(_) => "container",
+            ResourceSpec::Network(_) => "network",
+            ResourceSpec::Volume(_) => "volume",
+            ResourceSpec::Stack(_) => "stack",
+            ResourceSpec::Certificate(_) => "certificate",
         }
     }
 
-    fn path(&self) -> &str {
+    fn path(&self) -> Option<&str> {
         match self {
-            ResourceSpec::File(f) => &f.path,
-            ResourceSpec::Secret(s) => &s.path,
+            ResourceSpec::File(f) => Some(&f.path),
+            ResourceSpec::Secret(s) => Some(&s.path),
+            ResourceSpec::Docker(_)
+            | ResourceSpec::GroupMember(_)
+            | ResourceSpec::Container(_)
+            | ResourceSpec::Network(_)
+            | ResourceSpec::Volume(_)
+            | ResourceSpec::Stack(_)
+            | ResourceSpec::Certificate(_) => None,
         }
     }
 }
@@ -236,6 +272,27 @@ fn deserialize(table: toml::Table) -> Result<ResourceSpec, String> {
         "secret" => serde_path_to_error::deserialize::<_, SecretSpec>(rest)
             .err()
             .map(located),
+        "docker" => serde_path_to_error::deserialize::<_, DockerSpec>(rest)
+            .err()
+            .map(located),
+        "group_member" => serde_path_to_error::deserialize::<_, GroupMemberSpec>(rest)
+            .err()
+            .map(located),
+        "container" => serde_path_to_error::deserialize::<_, ContainerSpec>(rest)
+            .err()
+            .map(located),
+        "network" => serde_path_to_error::deserialize::<_, NetworkSpec>(rest)
+            .err()
+            .map(located),
+        "volume" => serde_path_to_error::deserialize::<_, VolumeSpec>(rest)
+            .err()
+            .map(located),
+        "stack" => serde_path_to_error::deserialize::<_, StackSpec>(rest)
+            .err()
+            .map(located),
+        "certificate" => serde_path_to_error::deserialize::<_, CertificateSpec>(rest)
+            .err()
+            .map(located),
         other => {
             return Err(format!(
                 "field `kind`: unknown kind {other:?}; expected {KINDS}"
@@ -259,7 +316,9 @@ fn located(e: serde_path_to_error::Error<toml::de::Error>) -> String {
 /// The checks serde cannot express.
 fn check(resource: &ResourceSpec) -> Result<(), String> {
     check_name(resource.name()).map_err(|e| format!("field `name`: {e}"))?;
-    check_path(resource.path()).map_err(|e| format!("field `path`: {e}"))?;
+    if let Some(path) = resource.path() {
+        check_path(path).map_err(|e| format!("field `path`: {e}"))?;
+    }
     match resource {
         ResourceSpec::File(f) => match (&f.content, &f.content_file) {
             (Some(_), Some(_)) => {
@@ -278,6 +337,11 @@ fn check(resource: &ResourceSpec) -> Result<(), String> {
             )),
             _ => Ok(()),
         },
+        ResourceSpec::Docker(d) => prereqs::check_docker(d),
+        ResourceSpec::GroupMember(g) => prereqs::check_group_member(g),
+        ResourceSpec::Container(c) => containers::check_container(c),
+        ResourceSpec::Network(_) | ResourceSpec::Volume(_) | ResourceSpec::Stack(_) => Ok(()),
+        ResourceSpec::Certificate(c) => certificates::check_certificate(c),
     }
 }
 
@@ -361,6 +425,23 @@ pub fn to_proto(resources: &[ResourceSpec], base: &Path) -> Result<v1::HostSpec>
                 gid: s.gid,
                 dir_mode: s.dir_mode.map(|m| m.0),
             }),
+            ResourceSpec::Docker(d) => v1::resource::Kind::Docker(prereqs::docker_to_proto(d)),
+            ResourceSpec::GroupMember(g) => {
+                v1::resource::Kind::GroupMember(prereqs::group_member_to_proto(g))
+            }
+            ResourceSpec::Container(c) => v1::resource::Kind::Container(
+                containers::container_to_proto(c)
+                    .map_err(|e| anyhow!("resource #{} ({:?}): {e}", i + 1, c.name))?,
+            ),
+            ResourceSpec::Network(n) => {
+                v1::resource::Kind::Network(containers::network_to_proto(n))
+            }
+            ResourceSpec::Volume(v) => v1::resource::Kind::Volume(containers::volume_to_proto(v)),
+            ResourceSpec::Stack(s) => v1::resource::Kind::Stack(containers::stack_to_proto(s)),
+            ResourceSpec::Certificate(c) => v1::resource::Kind::Certificate(
+                certificates::certificate_to_proto(c)
+                    .map_err(|e| anyhow!("resource #{} ({:?}): {e}", i + 1, c.name))?,
+            ),
         };
         out.push(v1::Resource {
             name: r.name().to_string(),
@@ -528,15 +609,15 @@ path = "/srv/kctl/secrets/other"
             ),
             (
                 "[[resource]]\nkind = \"dir\"\nname = \"d\"\npath = \"/srv/kctl/d\"\n".into(),
-                r#"resource #1 ("d"): field `kind`: unknown kind "dir"; expected "file" or "secret""#,
+                r#"resource #1 ("d"): field `kind`: unknown kind "dir"; expected "file", "secret","#,
             ),
             (
                 "[[resource]]\nname = \"d\"\npath = \"/srv/kctl/d\"\n".into(),
-                r#"resource #1 ("d"): field `kind`: missing; expected "file" or "secret""#,
+                r#"resource #1 ("d"): field `kind`: missing; expected "file", "secret","#,
             ),
             (
                 "[[resource]]\nkind = 3\nname = \"d\"\npath = \"/srv/kctl/d\"\n".into(),
-                r#"resource #1 ("d"): field `kind`: expected "file" or "secret", found integer"#,
+                r#"resource #1 ("d"): field `kind`: expected "file", "secret","#,
             ),
             (
                 "[[resource]]\nkind = \"file\"\npath = \"/srv/kctl/d\"\ncontent = \"\"\n".into(),

@@ -107,6 +107,11 @@ impl Engine {
         })
     }
 
+    /// The managed roots specs and explicit secret reads are confined to.
+    pub fn roots(&self) -> &Roots {
+        &self.roots
+    }
+
     pub fn audit(&self) -> &Audit {
         &self.audit
     }
@@ -158,8 +163,11 @@ impl Engine {
         let engine = self.clone();
         let task_op = op.clone();
         self.tasks.spawn(async move {
-            let result = engine.run(&task_op, spec, dry_run).await;
-            engine.audit.end(&begun, &result);
+            let outcome = engine.run(&task_op, spec, dry_run).await;
+            // The audit record first, then the final event: a caller that has seen the end
+            // of the stream can rely on the audit log saying how it ended.
+            engine.audit.end(&begun, &outcome.result);
+            let _ = task_op.emit(outcome.finished, true);
             let summary = task_op.summary();
             engine
                 .history
@@ -221,7 +229,7 @@ impl Engine {
     }
 
     /// Runs one operation to its end; returns the result for the audit record.
-    async fn run(&self, op: &Operation, spec: HostSpec, dry_run: bool) -> String {
+    async fn run(&self, op: &Operation, spec: HostSpec, dry_run: bool) -> Outcome {
         let started = Instant::now();
         let _guard = if dry_run {
             None
@@ -236,7 +244,7 @@ impl Engine {
                 g = self.apply_lock.lock() => Some(g),
                 _ = self.shutdown.cancelled() => {
                     let counts = v1::Counts { skipped: spec.resources.len() as u32, ..Default::default() };
-                    return finish(op, OperationState::Interrupted, counts, SHUTDOWN, started);
+                    return finish(OperationState::Interrupted, counts, SHUTDOWN, started);
                 }
             }
         };
@@ -272,17 +280,17 @@ impl Engine {
                 warnings: change.warnings.clone(),
             });
             if let Err(e) = op.emit(planned, false) {
-                return finish(op, OperationState::Failed, counts, &e, started);
+                return finish(OperationState::Failed, counts, &e, started);
             }
             plans.push((r, observed, change));
         }
         if counts.failed > 0 {
             counts.skipped = plans.len() as u32;
             let msg = format!("could not read the host, nothing was changed: {first_error}");
-            return finish(op, OperationState::Failed, counts, &msg, started);
+            return finish(OperationState::Failed, counts, &msg, started);
         }
         if dry_run {
-            return finish(op, OperationState::Succeeded, counts, "", started);
+            return finish(OperationState::Succeeded, counts, "", started);
         }
 
         // Apply, in spec order, only what differs.
@@ -300,13 +308,13 @@ impl Engine {
             }
             if self.shutdown.is_cancelled() {
                 counts.skipped = (total - n) as u32;
-                return finish(op, OperationState::Interrupted, counts, SHUTDOWN, started);
+                return finish(OperationState::Interrupted, counts, SHUTDOWN, started);
             }
             // Durable before the change: after a crash the journal shows this step may have run.
             let msg = format!("applying {} ({}/{total})", change.action.word(), n + 1);
             if let Err(e) = op.emit(progress(Some(r), &msg), true) {
                 counts.skipped = (total - n) as u32;
-                return finish(op, OperationState::Failed, counts, &e, started);
+                return finish(OperationState::Failed, counts, &e, started);
             }
             let reporter = EventProgress {
                 op,
@@ -327,11 +335,11 @@ impl Engine {
                     counts.skipped = (total - n - 1) as u32;
                     let _ = op.emit(failed(r, &e.message, &e.hint), false);
                     let msg = format!("{} {:?}: {}", r.kind.name(), r.name, e.message);
-                    return finish(op, OperationState::Failed, counts, &msg, started);
+                    return finish(OperationState::Failed, counts, &msg, started);
                 }
             }
         }
-        finish(op, OperationState::Succeeded, counts, "", started)
+        finish(OperationState::Succeeded, counts, "", started)
     }
 }
 
@@ -356,25 +364,25 @@ async fn apply_and_verify(
 
 const SHUTDOWN: &str = "the agent is shutting down; apply again to finish";
 
-/// Writes the final event; returns the audit result.
-fn finish(
-    op: &Operation,
-    state: OperationState,
-    counts: v1::Counts,
-    error: &str,
-    started: Instant,
-) -> String {
-    let payload = Payload::Finished(v1::OperationFinished {
+/// How an operation ended: its final event (not yet emitted) and the audit result.
+struct Outcome {
+    finished: Payload,
+    result: String,
+}
+
+/// The final event and audit result of an operation.
+fn finish(state: OperationState, counts: v1::Counts, error: &str, started: Instant) -> Outcome {
+    let finished = Payload::Finished(v1::OperationFinished {
         state: state as i32,
         counts: Some(counts),
         error: error.to_string(),
         duration_ms: started.elapsed().as_millis() as u64,
     });
-    let _ = op.emit(payload, true);
-    match state {
+    let result = match state {
         OperationState::Succeeded => "ok".into(),
         s => format!("{}: {error}", s.word()),
-    }
+    };
+    Outcome { finished, result }
 }
 
 fn reference(r: &spec::Resource) -> v1::ResourceRef {

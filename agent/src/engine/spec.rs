@@ -6,7 +6,11 @@ use std::collections::HashSet;
 use kagent_proto::v1::{self, resource::Kind as ProtoKind};
 
 use crate::host::fs::{ManagedPath, Roots};
-use crate::resource::{self, Change, FieldError, ResourceError, file, secret};
+use crate::resource::certificate;
+use crate::resource::{
+    self, Change, FieldError, ResourceError, docker, file, group_member, secret,
+};
+use crate::resource::{container, keycloak_realm, network, stack, volume};
 
 pub struct HostSpec {
     pub resources: Vec<Resource>,
@@ -20,12 +24,28 @@ pub struct Resource {
 pub enum Kind {
     File(file::Spec),
     Secret(secret::Spec),
+    Docker(docker::Spec),
+    GroupMember(group_member::Spec),
+    Container(Box<container::Spec>),
+    Network(network::Spec),
+    Volume(volume::Spec),
+    Stack(stack::Spec),
+    Certificate(Box<certificate::Spec>),
+    KeycloakRealm(Box<keycloak_realm::Spec>),
 }
 
 /// The current state read for one resource, by kind.
 pub enum Observed {
     File(file::Observed),
     Secret(secret::Observed),
+    Docker(Box<docker::Observed>),
+    GroupMember(group_member::Observed),
+    Container(Box<container::Observed>),
+    Network(network::Observed),
+    Volume(volume::Observed),
+    Stack(stack::Observed),
+    Certificate(Box<certificate::Observed>),
+    KeycloakRealm(Box<keycloak_realm::Observed>),
 }
 
 /// A spec refused before anything ran: which resource, which field, what is wrong.
@@ -79,13 +99,37 @@ pub fn validate(spec: &v1::HostSpec, roots: &Roots) -> Result<HostSpec, SpecErro
             None => {
                 return Err(err(
                     "kind",
-                    "no resource kind is set; use one of: file, secret".into(),
+                    "no resource kind is set; use one of: file, secret, docker, group_member, container, network, volume, stack, certificate, keycloak_realm"
+                        .into(),
                 ));
             }
             Some(ProtoKind::File(f)) => Kind::File(file::from_proto(f, roots).map_err(field)?),
             Some(ProtoKind::Secret(s)) => {
                 Kind::Secret(secret::from_proto(s, roots).map_err(field)?)
             }
+            Some(ProtoKind::Docker(d)) => Kind::Docker(docker::from_proto(d).map_err(field)?),
+            Some(ProtoKind::GroupMember(g)) => {
+                Kind::GroupMember(group_member::from_proto(g).map_err(field)?)
+            }
+            // Containers, networks and volumes may only name resources listed before them.
+            Some(ProtoKind::Container(c)) => Kind::Container(Box::new(
+                container::from_proto(c, &r.name, resources.as_slice()).map_err(field)?,
+            )),
+            Some(ProtoKind::Network(n)) => {
+                Kind::Network(network::from_proto(n, &r.name, resources.as_slice()).map_err(field)?)
+            }
+            Some(ProtoKind::Volume(v)) => {
+                Kind::Volume(volume::from_proto(v, &r.name, resources.as_slice()).map_err(field)?)
+            }
+            Some(ProtoKind::Stack(st)) => {
+                Kind::Stack(stack::from_proto(st, &r.name, &resources).map_err(field)?)
+            }
+            Some(ProtoKind::Certificate(c)) => Kind::Certificate(Box::new(
+                certificate::from_proto(&r.name, c, roots).map_err(field)?,
+            )),
+            Some(ProtoKind::KeycloakRealm(k)) => Kind::KeycloakRealm(Box::new(
+                keycloak_realm::from_proto(k, roots).map_err(field)?,
+            )),
         };
         if let Some(path) = kind.path() {
             if let Some((_, other)) = paths.iter().find(|(p, _)| p == path) {
@@ -108,6 +152,14 @@ fn proto_kind_name(k: &ProtoKind) -> &'static str {
     match k {
         ProtoKind::File(_) => "file",
         ProtoKind::Secret(_) => "secret",
+        ProtoKind::Docker(_) => "docker",
+        ProtoKind::GroupMember(_) => "group_member",
+        ProtoKind::Container(_) => "container",
+        ProtoKind::Network(_) => "network",
+        ProtoKind::Volume(_) => "volume",
+        ProtoKind::Stack(_) => "stack",
+        ProtoKind::Certificate(_) => "certificate",
+        ProtoKind::KeycloakRealm(_) => "keycloak_realm",
     }
 }
 
@@ -116,6 +168,14 @@ impl Kind {
         match self {
             Kind::File(_) => "file",
             Kind::Secret(_) => "secret",
+            Kind::Docker(_) => "docker",
+            Kind::GroupMember(_) => "group_member",
+            Kind::Container(_) => "container",
+            Kind::Network(_) => "network",
+            Kind::Volume(_) => "volume",
+            Kind::Stack(_) => "stack",
+            Kind::Certificate(_) => "certificate",
+            Kind::KeycloakRealm(_) => "keycloak_realm",
         }
     }
 
@@ -123,6 +183,12 @@ impl Kind {
         match self {
             Kind::File(s) => Some(&s.path),
             Kind::Secret(s) => Some(&s.path),
+            Kind::Docker(_) | Kind::GroupMember(_) => None,
+            Kind::Container(_) | Kind::Network(_) | Kind::Volume(_) | Kind::Stack(_) => None,
+            // Deploy targets are checked against each other by the kind itself.
+            Kind::Certificate(_) => None,
+            // Reads its secret files, writes none.
+            Kind::KeycloakRealm(_) => None,
         }
     }
 
@@ -132,6 +198,27 @@ impl Kind {
         Ok(match self {
             Kind::File(s) => Observed::File(tokio::task::block_in_place(|| file::read(s))?),
             Kind::Secret(s) => Observed::Secret(tokio::task::block_in_place(|| secret::read(s))?),
+            // Package queries and account lookups: blocking commands and files.
+            Kind::Docker(s) => {
+                Observed::Docker(Box::new(tokio::task::block_in_place(|| docker::read(s))?))
+            }
+            Kind::GroupMember(s) => {
+                Observed::GroupMember(tokio::task::block_in_place(|| group_member::read(s))?)
+            }
+            Kind::Container(s) => Observed::Container(Box::new(container::read(s).await?)),
+            Kind::Network(s) => Observed::Network(network::read(s).await?),
+            Kind::Volume(s) => Observed::Volume(volume::read(s).await?),
+            Kind::Stack(s) => Observed::Stack(stack::read(s).await?),
+            // The agent's store and the deploy targets: small blocking reads.
+            Kind::Certificate(s) => {
+                Observed::Certificate(Box::new(tokio::task::block_in_place(|| {
+                    certificate::read(s)
+                })?))
+            }
+            // Keycloak's Admin REST API: awaited HTTP calls.
+            Kind::KeycloakRealm(s) => {
+                Observed::KeycloakRealm(Box::new(keycloak_realm::read(s).await?))
+            }
         })
     }
 
@@ -139,6 +226,14 @@ impl Kind {
         match (self, observed) {
             (Kind::File(s), Observed::File(o)) => file::plan(s, o),
             (Kind::Secret(s), Observed::Secret(o)) => secret::plan(s, o),
+            (Kind::Docker(s), Observed::Docker(o)) => docker::plan(s, o),
+            (Kind::GroupMember(s), Observed::GroupMember(o)) => group_member::plan(s, o),
+            (Kind::Container(s), Observed::Container(o)) => container::plan(s, o),
+            (Kind::Network(s), Observed::Network(o)) => network::plan(s, o),
+            (Kind::Volume(s), Observed::Volume(o)) => volume::plan(s, o),
+            (Kind::Stack(s), Observed::Stack(o)) => stack::plan(s, o),
+            (Kind::Certificate(s), Observed::Certificate(o)) => certificate::plan(s, o),
+            (Kind::KeycloakRealm(s), Observed::KeycloakRealm(o)) => keycloak_realm::plan(s, o),
             _ => mismatch(),
         }
     }
@@ -147,12 +242,31 @@ impl Kind {
     pub async fn apply(
         &self,
         observed: &Observed,
-        _progress: &(dyn resource::Progress + '_),
+        progress: &(dyn resource::Progress + '_),
     ) -> Result<String, ResourceError> {
         match (self, observed) {
             (Kind::File(s), Observed::File(o)) => tokio::task::block_in_place(|| file::apply(s, o)),
             (Kind::Secret(s), Observed::Secret(o)) => {
                 tokio::task::block_in_place(|| secret::apply(s, o))
+            }
+            // The package manager's output streams through `progress` while it runs.
+            (Kind::Docker(s), Observed::Docker(o)) => {
+                tokio::task::block_in_place(|| docker::apply(s, o, progress))
+            }
+            (Kind::GroupMember(s), Observed::GroupMember(o)) => {
+                tokio::task::block_in_place(|| group_member::apply(s, o))
+            }
+            // Docker API calls are awaited; pulls, loads and health waits report progress.
+            (Kind::Container(s), Observed::Container(o)) => container::apply(s, o, progress).await,
+            (Kind::Network(s), Observed::Network(o)) => network::apply(s, o).await,
+            (Kind::Volume(s), Observed::Volume(o)) => volume::apply(s, o).await,
+            (Kind::Stack(s), Observed::Stack(o)) => stack::apply(s, o).await,
+            // ACME orders, deploys and consumer reloads: awaited, reporting progress.
+            (Kind::Certificate(s), Observed::Certificate(o)) => {
+                certificate::apply(s, o, progress).await
+            }
+            (Kind::KeycloakRealm(s), Observed::KeycloakRealm(o)) => {
+                keycloak_realm::apply(s, o, progress).await
             }
             _ => Err(ResourceError {
                 message: "observed state of another kind (bug)".into(),

@@ -17,6 +17,8 @@ pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(120);
 /// For package installs: a slow mirror is slow, but not forever.
 pub const INSTALL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Commands remembered per runner (one runner lives as long as one validated spec).
+const MAX_HISTORY: usize = 10_000;
 /// Captured output kept per stream; later lines still go to the callback.
 const MAX_CAPTURE: usize = 1 << 20;
 /// After the program exits, how long to wait for its pipes to close (a daemon it started may
@@ -89,7 +91,7 @@ impl std::fmt::Display for Cmd {
 }
 
 fn quote(w: &str) -> String {
-    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c);
+    let plain = |c: char| c.is_ascii_alphanumeric() || "-_./=:,+@%~".contains(c);
     if !w.is_empty() && w.chars().all(plain) {
         w.to_string()
     } else {
@@ -172,7 +174,9 @@ impl Runner {
         cmd: &Cmd,
         on_line: &mut dyn FnMut(Stream, &str),
     ) -> Result<Output, CmdError> {
-        if let Ok(mut h) = self.history.lock() {
+        if let Ok(mut h) = self.history.lock()
+            && h.len() < MAX_HISTORY
+        {
             h.push(cmd.argv());
         }
         let mut command = Command::new(&cmd.program);

@@ -286,6 +286,39 @@ pub fn create_new_atomic(p: &ManagedPath, content: &[u8], perms: Perms) -> std::
     File::open(dir)?.sync_all()
 }
 
+/// Writes one of the agent's own files (TLS material, enrollment state) atomically with
+/// `mode`, creating missing parent directories 0700. These paths come from the agent's
+/// configuration, never from a spec, so they are not confined to the managed roots.
+pub fn write_private(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.kagent-{:016x}", rand::random::<u64>()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        f.write_all(content)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
 /// Changes owner and mode of an existing file in place (no content change).
 pub fn set_perms(p: &ManagedPath, perms: Perms) -> std::io::Result<()> {
     let f = OpenOptions::new()

@@ -3,6 +3,8 @@
 //! in tests), so tests can point them at throwaway roots and engines.
 
 pub mod cmd;
+pub mod docker;
 pub mod fs;
+pub mod http;
 pub mod os_release;
 pub mod target;

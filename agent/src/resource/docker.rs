@@ -322,7 +322,11 @@ pub fn classify(os: &OsRelease, allow_eol: bool) -> Result<Distro, ResourceError
             (apt("debian", &os.version_codename, pkgs)?, None)
         }
         ("debian", Some(m)) if m <= 10 => (
-            apt("debian", &os.version_codename, vec!["docker.io", "docker-compose"])?,
+            apt(
+                "debian",
+                &os.version_codename,
+                vec!["docker.io", "docker-compose"],
+            )?,
             Some(Eol {
                 why: format!(
                     "Debian {m} is end-of-life (Debian 10's LTS ended on 2024-06-30): it gets no \
@@ -418,7 +422,10 @@ pub fn classify(os: &OsRelease, allow_eol: bool) -> Result<Distro, ResourceError
 /// The service, as far as it can be managed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Service {
-    Systemd { enabled: bool, active: bool },
+    Systemd {
+        enabled: bool,
+        active: bool,
+    },
     /// Why the service cannot be managed here (no systemd as PID 1, not the running system).
     Unmanaged(String),
 }
@@ -446,9 +453,12 @@ pub struct Observed {
 
 fn wanted_packages(spec: &Spec, distro: &Distro) -> Vec<&'static str> {
     match (&spec.source, &distro.family) {
-        (Source::Distro, Family::Apt {
-            distro_packages, ..
-        }) => distro_packages.clone(),
+        (
+            Source::Distro,
+            Family::Apt {
+                distro_packages, ..
+            },
+        ) => distro_packages.clone(),
         _ => DOCKER_PACKAGES.to_vec(),
     }
 }
@@ -541,8 +551,9 @@ pub fn read(spec: &Spec) -> Result<Observed, ResourceError> {
                 "source distro: {} ships no Docker Engine package",
                 os.pretty_name
             ),
-            hint: "use source docker (Docker's repository) or repository/directory for a local copy"
-                .into(),
+            hint:
+                "use source docker (Docker's repository) or repository/directory for a local copy"
+                    .into(),
         });
     }
 
@@ -711,10 +722,17 @@ fn read_repo(spec: &Spec, family: &Family) -> Result<(bool, bool), ResourceError
         (Source::Distro | Source::Directory(_), _) => (true, true),
         (Source::Docker, Family::Apt { .. }) => {
             let key = format!("{KEYRINGS}/docker.asc");
-            let key_present = t.path(&key).metadata().map(|m| m.len() > 0).unwrap_or(false);
+            let key_present = t
+                .path(&key)
+                .metadata()
+                .map(|m| m.len() > 0)
+                .unwrap_or(false);
             let want = apt_sources(spec, family);
             let now = read(&format!("{APT_SOURCES}/docker.sources"))?;
-            (key_present && now.as_deref() == Some(want.as_str()), key_present)
+            (
+                key_present && now.as_deref() == Some(want.as_str()),
+                key_present,
+            )
         }
         (Source::Docker, Family::Dnf { .. }) => {
             // Docker's .repo file as `config-manager` saved it; its content is Docker's.
@@ -731,7 +749,10 @@ fn read_repo(spec: &Spec, family: &Family) -> Result<(bool, bool), ResourceError
             };
             let now = read(&format!("{APT_SOURCES}/docker-local.sources"))?;
             let want = apt_sources(spec, family);
-            (key_present && now.as_deref() == Some(want.as_str()), key_present)
+            (
+                key_present && now.as_deref() == Some(want.as_str()),
+                key_present,
+            )
         }
         (Source::Repository { .. }, Family::Dnf { .. }) => {
             let now = read(&format!("{YUM_REPOS}/docker-ce-local.repo"))?;
@@ -834,9 +855,7 @@ fn apt_sources(spec: &Spec, family: &Family) -> String {
                 Some(_) => format!("Signed-By: {KEYRINGS}/docker-local.asc"),
                 None => "Trusted: yes".into(),
             };
-            format!(
-                "Types: deb\nURIs: {url}\nSuites: {codename}\nComponents: stable\n{trust}\n"
-            )
+            format!("Types: deb\nURIs: {url}\nSuites: {codename}\nComponents: stable\n{trust}\n")
         }
         _ => format!(
             "Types: deb\nURIs: {}/linux/{repo}\nSuites: {codename}\nComponents: stable\n\
@@ -862,7 +881,11 @@ fn local_repo_file(spec: &Spec) -> String {
 }
 
 fn version_matches(installed: &str, pin: &str) -> bool {
-    let no_epoch = |v: &str| v.split_once(':').map(|(_, r)| r.to_string()).unwrap_or(v.into());
+    let no_epoch = |v: &str| {
+        v.split_once(':')
+            .map(|(_, r)| r.to_string())
+            .unwrap_or(v.into())
+    };
     let upstream = |v: &str| {
         let v = no_epoch(v);
         v.split_once('-').map(|(u, _)| u.to_string()).unwrap_or(v)
@@ -915,9 +938,12 @@ pub fn steps(spec: &Spec, obs: &Observed) -> Steps {
     // Conflicts: reported always, removed only when the spec says so.
     if !conflicts.is_empty() && (install || spec.source != Source::Distro) {
         if spec.remove_conflicts {
-            s.changes
-                .push(format!("- remove conflicting packages: {}", conflicts.join(" ")));
-            s.steps.push(Step::Run(remove_cmd(t, &obs.distro.family, &conflicts)));
+            s.changes.push(format!(
+                "- remove conflicting packages: {}",
+                conflicts.join(" ")
+            ));
+            s.steps
+                .push(Step::Run(remove_cmd(t, &obs.distro.family, &conflicts)));
         } else {
             let why = if conflicts.contains(&"podman") || conflicts.contains(&"runc") {
                 " (containerd.io obsoletes runc, which podman needs)"
@@ -945,9 +971,10 @@ pub fn steps(spec: &Spec, obs: &Observed) -> Steps {
     // daemon.json before the packages, so the first start already rotates logs.
     let want_json = merged_daemon_json(spec, obs.daemon_json.as_ref());
     if obs.daemon_json.as_ref() != Some(&want_json) {
-        s.changes.extend(json_diff(obs.daemon_json.as_ref(), &want_json));
-        let mut content = serde_json::to_string_pretty(&Value::Object(want_json))
-            .unwrap_or_else(|_| "{}".into());
+        s.changes
+            .extend(json_diff(obs.daemon_json.as_ref(), &want_json));
+        let mut content =
+            serde_json::to_string_pretty(&Value::Object(want_json)).unwrap_or_else(|_| "{}".into());
         content.push('\n');
         s.steps.push(Step::Write {
             dir: DOCKER_ETC,
@@ -1068,7 +1095,11 @@ fn repo_steps(spec: &Spec, obs: &Observed, s: &mut Steps) {
                 ])));
                 s.steps.push(Step::Run(
                     Cmd::new("curl")
-                        .args(["-fsSL", &format!("{}/linux/{repo}/gpg", spec.download), "-o"])
+                        .args([
+                            "-fsSL",
+                            &format!("{}/linux/{repo}/gpg", spec.download),
+                            "-o",
+                        ])
                         .arg(key.clone())
                         .timeout(INSTALL_TIMEOUT),
                 ));
@@ -1082,15 +1113,22 @@ fn repo_steps(spec: &Spec, obs: &Observed, s: &mut Steps) {
                 mode: 0o644,
             });
         }
-        (Source::Docker, Family::Dnf {
-            repo,
-            releasever,
-            yum,
-        }) => {
+        (
+            Source::Docker,
+            Family::Dnf {
+                repo,
+                releasever,
+                yum,
+            },
+        ) => {
             let url = format!("{}/linux/{repo}/docker-ce.repo", spec.download);
             s.changes.push(format!("+ dnf repository {url}"));
             if !obs.config_manager {
-                let plugins = if *yum { "yum-utils" } else { "dnf-plugins-core" };
+                let plugins = if *yum {
+                    "yum-utils"
+                } else {
+                    "dnf-plugins-core"
+                };
                 s.steps.push(Step::Run(
                     pm(t, releasever, *yum)
                         .args(["-y", "install", plugins])
@@ -1106,12 +1144,14 @@ fn repo_steps(spec: &Spec, obs: &Observed, s: &mut Steps) {
                     format!("--from-repofile={url}"),
                 ])
             } else {
-                t.dnf(releasever).args(["config-manager", "--add-repo", &url])
+                t.dnf(releasever)
+                    .args(["config-manager", "--add-repo", &url])
             };
             s.steps.push(Step::Run(add.timeout(INSTALL_TIMEOUT)));
         }
         (Source::Repository { url, signing_key }, family @ Family::Apt { .. }) => {
-            s.changes.push(format!("+ apt repository {url} (local mirror)"));
+            s.changes
+                .push(format!("+ apt repository {url} (local mirror)"));
             match signing_key {
                 Some(k) if !obs.key_present => {
                     let from = if k.starts_with('/') {
@@ -1131,7 +1171,8 @@ fn repo_steps(spec: &Spec, obs: &Observed, s: &mut Steps) {
                             .args(["-fsSL", &from, "-o", &key])
                             .timeout(INSTALL_TIMEOUT),
                     ));
-                    s.steps.push(Step::Run(Cmd::new("chmod").args(["a+r", &key])));
+                    s.steps
+                        .push(Step::Run(Cmd::new("chmod").args(["a+r", &key])));
                 }
                 Some(_) => {}
                 None => s.warnings.push(format!(
@@ -1146,7 +1187,8 @@ fn repo_steps(spec: &Spec, obs: &Observed, s: &mut Steps) {
             });
         }
         (Source::Repository { url, signing_key }, Family::Dnf { .. }) => {
-            s.changes.push(format!("+ dnf repository {url} (local mirror)"));
+            s.changes
+                .push(format!("+ dnf repository {url} (local mirror)"));
             if signing_key.is_none() {
                 s.warnings.push(format!(
                     "no signing_key: packages from {url} are installed without gpgcheck"
@@ -1316,4 +1358,519 @@ pub fn apply(
         message.push_str(&note);
     }
     Ok(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(p: v1::Docker) -> Spec {
+        match from_proto(&p) {
+            Ok(s) => s,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    /// A host as freshly installed: nothing of Docker's, systemd running, docker not enabled.
+    fn fresh(os_release: &str, spec: &Spec, dnf5: bool) -> Observed {
+        let os = OsRelease::parse(os_release);
+        let distro = match classify(&os, spec.allow_eol) {
+            Ok(d) => d,
+            Err(e) => panic!("{e:?}"),
+        };
+        Observed {
+            os,
+            distro,
+            installed: BTreeMap::new(),
+            repo_ok: false,
+            key_present: false,
+            config_manager: false,
+            dnf5,
+            daemon_json: None,
+            service: Service::Systemd {
+                enabled: false,
+                active: false,
+            },
+            package_files: Vec::new(),
+        }
+    }
+
+    fn commands(s: &Steps) -> Vec<String> {
+        s.steps.iter().map(|st| st.to_string()).collect()
+    }
+
+    // os-release fixtures, as the distributions ship them (relevant keys).
+    const RHEL_9: &str = "NAME=\"Red Hat Enterprise Linux\"\nVERSION=\"9.4 (Plow)\"\nID=\"rhel\"\n\
+        ID_LIKE=\"fedora\"\nVERSION_ID=\"9.4\"\nPRETTY_NAME=\"Red Hat Enterprise Linux 9.4 (Plow)\"\n";
+    const RHEL_8: &str =
+        "NAME=\"Red Hat Enterprise Linux\"\nID=\"rhel\"\nID_LIKE=\"fedora\"\nVERSION_ID=\"8.10\"\n";
+    const RHEL_10: &str = "NAME=\"Red Hat Enterprise Linux\"\nID=\"rhel\"\nID_LIKE=\"centos fedora\"\nVERSION_ID=\"10.0\"\n";
+    const ROCKY_9: &str =
+        "NAME=\"Rocky Linux\"\nID=\"rocky\"\nID_LIKE=\"rhel centos fedora\"\nVERSION_ID=\"9.5\"\n";
+    const ALMA_10: &str = "NAME=\"AlmaLinux\"\nID=\"almalinux\"\nID_LIKE=\"rhel centos fedora\"\nVERSION_ID=\"10.0\"\n";
+    const STREAM_9: &str =
+        "NAME=\"CentOS Stream\"\nID=\"centos\"\nID_LIKE=\"rhel fedora\"\nVERSION_ID=\"9\"\n";
+    const STREAM_10: &str =
+        "NAME=\"CentOS Stream\"\nID=\"centos\"\nID_LIKE=\"rhel fedora\"\nVERSION_ID=\"10\"\n";
+    const FEDORA_43: &str = "NAME=\"Fedora Linux\"\nID=fedora\nVERSION_ID=43\n";
+    const DEBIAN_11: &str =
+        "NAME=\"Debian GNU/Linux\"\nID=debian\nVERSION_ID=\"11\"\nVERSION_CODENAME=bullseye\n";
+    const DEBIAN_12: &str = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\n\
+        VERSION_ID=\"12\"\nVERSION=\"12 (bookworm)\"\nVERSION_CODENAME=bookworm\nID=debian\n";
+    const DEBIAN_13: &str =
+        "NAME=\"Debian GNU/Linux\"\nID=debian\nVERSION_ID=\"13\"\nVERSION_CODENAME=trixie\n";
+    const UBUNTU_24: &str = "NAME=\"Ubuntu\"\nID=ubuntu\nID_LIKE=debian\nVERSION_ID=\"24.04\"\n\
+        VERSION_CODENAME=noble\nUBUNTU_CODENAME=noble\n";
+    const UBUNTU_22: &str = "NAME=\"Ubuntu\"\nID=ubuntu\nID_LIKE=debian\nVERSION_ID=\"22.04\"\n\
+        VERSION_CODENAME=jammy\nUBUNTU_CODENAME=jammy\n";
+
+    const EL_INSTALL: &str = "dnf -y install docker-ce docker-ce-cli containerd.io docker-buildx-plugin docker-compose-plugin";
+    const APT_INSTALL: &str = "apt-get install -y docker-ce docker-ce-cli containerd.io docker-buildx-plugin docker-compose-plugin";
+
+    /// Docker's documented steps per distribution, as the expected data. `sudo` dropped, `-y`
+    /// added where the docs leave the confirmation to the operator; the docs' `tee` of the apt
+    /// source and our daemon.json are atomic writes.
+    fn documented() -> Vec<(&'static str, &'static str, bool, Vec<String>)> {
+        let el = |repo: &str| {
+            vec![
+                "dnf -y install dnf-plugins-core".to_string(),
+                format!(
+                    "dnf config-manager --add-repo https://download.docker.com/linux/{repo}/docker-ce.repo"
+                ),
+                "write /etc/docker/daemon.json".into(),
+                EL_INSTALL.into(),
+                "systemctl enable --now docker".into(),
+            ]
+        };
+        let apt = |repo: &str| {
+            vec![
+                "apt-get update".to_string(),
+                "apt-get install -y ca-certificates curl".into(),
+                "install -m 0755 -d /etc/apt/keyrings".into(),
+                format!(
+                    "curl -fsSL https://download.docker.com/linux/{repo}/gpg -o /etc/apt/keyrings/docker.asc"
+                ),
+                "chmod a+r /etc/apt/keyrings/docker.asc".into(),
+                "write /etc/apt/sources.list.d/docker.sources".into(),
+                "write /etc/docker/daemon.json".into(),
+                "apt-get update".into(),
+                APT_INSTALL.into(),
+                "systemctl enable --now docker".into(),
+            ]
+        };
+        vec![
+            // https://docs.docker.com/engine/install/rhel/ ("Install using the rpm repository")
+            ("RHEL 8", RHEL_8, false, el("rhel")),
+            ("RHEL 9", RHEL_9, false, el("rhel")),
+            ("RHEL 10", RHEL_10, false, el("rhel")),
+            // Rocky and AlmaLinux: the rhel repository (get.docker.com refuses AlmaLinux,
+            // docker/docker-install#533; Docker's docs and the distributions point at rhel).
+            ("Rocky 9", ROCKY_9, false, el("rhel")),
+            ("AlmaLinux 10", ALMA_10, false, el("rhel")),
+            // https://docs.docker.com/engine/install/centos/
+            ("CentOS Stream 9", STREAM_9, false, el("centos")),
+            ("CentOS Stream 10", STREAM_10, false, el("centos")),
+            // https://docs.docker.com/engine/install/fedora/ (dnf5 since Fedora 41)
+            (
+                "Fedora 43",
+                FEDORA_43,
+                true,
+                vec![
+                    "dnf -y install dnf-plugins-core".to_string(),
+                    "dnf config-manager addrepo --from-repofile=https://download.docker.com/linux/fedora/docker-ce.repo".into(),
+                    "write /etc/docker/daemon.json".into(),
+                    EL_INSTALL.into(),
+                    "systemctl enable --now docker".into(),
+                ],
+            ),
+            // https://docs.docker.com/engine/install/debian/ ("Install using the apt repository")
+            ("Debian 11", DEBIAN_11, false, apt("debian")),
+            ("Debian 12", DEBIAN_12, false, apt("debian")),
+            ("Debian 13", DEBIAN_13, false, apt("debian")),
+            // https://docs.docker.com/engine/install/ubuntu/
+            ("Ubuntu 22.04", UBUNTU_22, false, apt("ubuntu")),
+            ("Ubuntu 24.04", UBUNTU_24, false, apt("ubuntu")),
+        ]
+    }
+
+    #[test]
+    fn fresh_hosts_get_the_documented_commands() {
+        let s = spec(v1::Docker::default());
+        for (name, os, dnf5, want) in documented() {
+            let got = steps(&s, &fresh(os, &s, dnf5));
+            assert_eq!(commands(&got), want, "{name}");
+            assert_eq!(got.blocker, None, "{name}");
+        }
+    }
+
+    #[test]
+    fn apt_source_is_deb822_with_the_codename() {
+        let s = spec(v1::Docker::default());
+        for (os, want) in [
+            (
+                DEBIAN_12,
+                "https://download.docker.com/linux/debian\nSuites: bookworm",
+            ),
+            (
+                UBUNTU_24,
+                "https://download.docker.com/linux/ubuntu\nSuites: noble",
+            ),
+        ] {
+            let st = steps(&s, &fresh(os, &s, false));
+            let content = st.steps.iter().find_map(|x| match x {
+                Step::Write {
+                    name: "docker.sources",
+                    content,
+                    ..
+                } => Some(content.clone()),
+                _ => None,
+            });
+            let content = content.unwrap_or_default();
+            assert_eq!(
+                content,
+                format!(
+                    "Types: deb\nURIs: {want}\nComponents: stable\nSigned-By: /etc/apt/keyrings/docker.asc\n"
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn distro_source_installs_docker_io_and_compose() {
+        let s = spec(v1::Docker {
+            source: DockerSource::Distro as i32,
+            ..Default::default()
+        });
+        let cases = [
+            (DEBIAN_12, "apt-get install -y docker.io docker-compose"),
+            (
+                DEBIAN_13,
+                "apt-get install -y docker.io docker-compose docker-buildx",
+            ),
+            (
+                UBUNTU_24,
+                "apt-get install -y docker.io docker-compose-v2 docker-buildx",
+            ),
+        ];
+        for (os, install) in cases {
+            let st = steps(&s, &fresh(os, &s, false));
+            assert_eq!(
+                commands(&st),
+                [
+                    "write /etc/docker/daemon.json",
+                    "apt-get update",
+                    install,
+                    "systemctl enable --now docker"
+                ]
+            );
+        }
+        let st = steps(&s, &fresh(DEBIAN_12, &s, false));
+        assert!(st.warnings.iter().any(|w| w.contains("Compose v1")));
+    }
+
+    #[test]
+    fn version_pin_and_dnf4_vs_dnf5() {
+        let s = spec(v1::Docker {
+            version: "3:28.0.0-1.el9".into(),
+            ..Default::default()
+        });
+        let mut o = fresh(RHEL_9, &s, false);
+        o.repo_ok = true;
+        let st = steps(&s, &o);
+        assert!(commands(&st).contains(
+            &"dnf -y install docker-ce-3:28.0.0-1.el9 docker-ce-cli-3:28.0.0-1.el9 containerd.io docker-buildx-plugin docker-compose-plugin".to_string()
+        ));
+        let s = spec(v1::Docker {
+            version: "5:28.0.0-1~debian.12~bookworm".into(),
+            ..Default::default()
+        });
+        let mut o = fresh(DEBIAN_12, &s, false);
+        o.repo_ok = true;
+        for p in DOCKER_PACKAGES {
+            o.installed
+                .insert(p.into(), "5:27.5.1-1~debian.12~bookworm".into());
+        }
+        let st = steps(&s, &o);
+        assert!(commands(&st).contains(&"apt-get install -y --allow-downgrades docker-ce=5:28.0.0-1~debian.12~bookworm docker-ce-cli=5:28.0.0-1~debian.12~bookworm containerd.io docker-buildx-plugin docker-compose-plugin".to_string()), "{:?}", commands(&st));
+        assert!(version_matches("3:28.0.0-1.el9", "28.0.0-1.el9"));
+        assert!(version_matches("5:28.0.0-1~debian.12~bookworm", "28.0.0"));
+        assert!(!version_matches("5:28.0.1-1~debian.12~bookworm", "28.0.0"));
+    }
+
+    #[test]
+    fn podman_conflict_is_reported_and_removed_only_when_asked() {
+        let s = spec(v1::Docker::default());
+        let mut o = fresh(ROCKY_9, &s, false);
+        o.installed.insert("podman".into(), "4:5.2.2-1.el9".into());
+        o.installed.insert("runc".into(), "4:1.1.13-1.el9".into());
+        let st = steps(&s, &o);
+        let blocker = st.blocker.clone().unwrap_or_default();
+        assert!(
+            blocker.contains("podman runc") && blocker.contains("remove_conflicts"),
+            "{blocker}"
+        );
+        assert!(!commands(&st).iter().any(|c| c.contains("remove")));
+        let c = plan(&s, &o);
+        assert!(
+            c.warnings[0].starts_with("the apply will refuse to start"),
+            "{:?}",
+            c.warnings
+        );
+        let s = spec(v1::Docker {
+            remove_conflicts: true,
+            ..Default::default()
+        });
+        let st = steps(&s, &o);
+        assert_eq!(st.blocker, None);
+        assert_eq!(commands(&st)[0], "dnf -y remove podman runc");
+    }
+
+    #[test]
+    fn an_installed_host_is_unchanged_and_daemon_json_keeps_other_keys() {
+        let s = spec(v1::Docker::default());
+        let mut o = fresh(DEBIAN_12, &s, false);
+        o.repo_ok = true;
+        o.key_present = true;
+        for p in DOCKER_PACKAGES {
+            o.installed
+                .insert(p.into(), "5:28.0.0-1~debian.12~bookworm".into());
+        }
+        o.service = Service::Systemd {
+            enabled: true,
+            active: true,
+        };
+        let mut existing = Map::new();
+        existing.insert("data-root".into(), Value::String("/srv/docker".into()));
+        existing.insert("log-driver".into(), Value::String("journald".into()));
+        o.daemon_json = Some(existing);
+        let st = steps(&s, &o);
+        assert_eq!(commands(&st), ["write /etc/docker/daemon.json"]);
+        let Some(Step::Write { content, .. }) = st.steps.first() else {
+            panic!("no write");
+        };
+        let v: Value = serde_json::from_str(content).unwrap_or_default();
+        assert_eq!(v["data-root"], "/srv/docker");
+        assert_eq!(v["log-driver"], "json-file");
+        assert_eq!(v["log-opts"]["max-size"], "10m");
+        assert_eq!(v["log-opts"]["max-file"], "3");
+        assert!(
+            st.warnings
+                .iter()
+                .any(|w| w.contains("systemctl restart docker"))
+        );
+        // Once merged: nothing to do.
+        o.daemon_json = v.as_object().cloned();
+        assert_eq!(plan(&s, &o), Change::unchanged());
+    }
+
+    #[test]
+    fn without_systemd_the_service_is_reported_not_pretended() {
+        let s = spec(v1::Docker::default());
+        let mut o = fresh(DEBIAN_12, &s, false);
+        o.service = Service::Unmanaged("systemd is not PID 1 here (no /run/systemd/system)".into());
+        let st = steps(&s, &o);
+        assert!(!commands(&st).iter().any(|c| c.starts_with("systemctl")));
+        let note = st.service_note.unwrap_or_default();
+        assert!(note.contains("could not be enabled or started") && note.contains("PID 1"));
+    }
+
+    #[test]
+    fn end_of_life_and_unknown_systems_are_refused() {
+        let eol = [
+            (
+                "NAME=\"CentOS Linux\"\nID=\"centos\"\nID_LIKE=\"rhel fedora\"\nVERSION_ID=\"7\"\n",
+                "vault.centos.org",
+            ),
+            (
+                "NAME=\"CentOS Linux\"\nID=\"centos\"\nVERSION_ID=\"8\"\n",
+                "vault.centos.org",
+            ),
+            (
+                "NAME=\"CentOS Stream\"\nID=\"centos\"\nVERSION_ID=\"8\"\n",
+                "2024-05-31",
+            ),
+            (
+                "NAME=\"Red Hat Enterprise Linux Server\"\nID=\"rhel\"\nVERSION_ID=\"7.9\"\n",
+                "2024-06-30",
+            ),
+            (
+                "ID=debian\nVERSION_ID=\"10\"\nVERSION_CODENAME=buster\n",
+                "archive.debian.org",
+            ),
+            (
+                "ID=ubuntu\nVERSION_ID=\"20.04\"\nVERSION_CODENAME=focal\n",
+                "2025-05-31",
+            ),
+            ("ID=fedora\nVERSION_ID=40\n", "end-of-life"),
+        ];
+        for (os, says) in eol {
+            let os = OsRelease::parse(os);
+            let e = classify(&os, false)
+                .err()
+                .unwrap_or_else(|| panic!("{os:?} accepted"));
+            assert!(e.message.contains(says), "{}", e.message);
+            assert!(e.hint.contains("allow_eol"), "{}", e.hint);
+            let ok = classify(&os, true).unwrap_or_else(|e| panic!("{e:?}"));
+            assert!(ok.warnings.iter().any(|w| w.contains("end-of-life")));
+        }
+        let centos7 = OsRelease::parse("NAME=\"CentOS Linux\"\nID=centos\nVERSION_ID=7\n");
+        let d = classify(&centos7, true).unwrap_or_else(|e| panic!("{e:?}"));
+        let s = spec(v1::Docker {
+            allow_eol: true,
+            ..Default::default()
+        });
+        let mut o = fresh(
+            "NAME=\"CentOS Linux\"\nID=centos\nVERSION_ID=7\n",
+            &s,
+            false,
+        );
+        o.distro = d;
+        assert_eq!(
+            commands(&steps(&s, &o))[..2],
+            [
+                "yum -y install yum-utils",
+                "yum-config-manager --add-repo https://download.docker.com/linux/centos/docker-ce.repo"
+            ]
+        );
+        for (os, msg) in [
+            ("ID=arch\n", "unsupported: ID=arch, VERSION_ID=(none)"),
+            (
+                "ID=\"opensuse-leap\"\nVERSION_ID=\"15.6\"\nID_LIKE=\"suse opensuse\"\n",
+                "unsupported: ID=opensuse-leap, VERSION_ID=15.6, ID_LIKE=suse opensuse",
+            ),
+            (
+                "ID=\"ol\"\nID_LIKE=\"fedora\"\nVERSION_ID=\"9.4\"\n",
+                "unsupported: ID=ol, VERSION_ID=9.4",
+            ),
+            (
+                "ID=debian\nVERSION_ID=\"14\"\nVERSION_CODENAME=forky\n",
+                "unsupported: ID=debian, VERSION_ID=14",
+            ),
+            (
+                "ID=ubuntu\nVERSION_ID=\"26.10\"\n",
+                "unsupported: ID=ubuntu, VERSION_ID=26.10",
+            ),
+            ("", "unsupported: ID=(none)"),
+        ] {
+            let e = classify(&OsRelease::parse(os), true).err();
+            let m = e.map(|e| e.message).unwrap_or_default();
+            assert!(m.starts_with(msg), "{m}");
+        }
+    }
+
+    #[test]
+    fn fields_are_validated() {
+        let bad = [
+            (
+                v1::Docker {
+                    source: 9,
+                    ..Default::default()
+                },
+                "source",
+            ),
+            (
+                v1::Docker {
+                    source: DockerSource::Repository as i32,
+                    ..Default::default()
+                },
+                "repository_url",
+            ),
+            (
+                v1::Docker {
+                    source: DockerSource::Repository as i32,
+                    repository_url: "ftp://x".into(),
+                    ..Default::default()
+                },
+                "repository_url",
+            ),
+            (
+                v1::Docker {
+                    repository_url: "https://m/".into(),
+                    ..Default::default()
+                },
+                "repository_url",
+            ),
+            (
+                v1::Docker {
+                    source: DockerSource::Directory as i32,
+                    package_directory: "rel/dir".into(),
+                    ..Default::default()
+                },
+                "package_directory",
+            ),
+            (
+                v1::Docker {
+                    source: DockerSource::Directory as i32,
+                    package_directory: "/a/../b".into(),
+                    ..Default::default()
+                },
+                "package_directory",
+            ),
+            (
+                v1::Docker {
+                    version: "1.0; rm -rf /".into(),
+                    ..Default::default()
+                },
+                "version",
+            ),
+            (
+                v1::Docker {
+                    log_max_size: "10 MB".into(),
+                    ..Default::default()
+                },
+                "log_max_size",
+            ),
+            (
+                v1::Docker {
+                    log_max_size: "mm".into(),
+                    ..Default::default()
+                },
+                "log_max_size",
+            ),
+            (
+                v1::Docker {
+                    log_max_file: 1000,
+                    ..Default::default()
+                },
+                "log_max_file",
+            ),
+        ];
+        for (p, field) in bad {
+            assert_eq!(from_proto(&p).err().map(|e| e.field), Some(field), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn local_sources_for_air_gapped_hosts() {
+        let s = spec(v1::Docker {
+            source: DockerSource::Repository as i32,
+            repository_url: "http://mirror.lan/docker/rhel/9/x86_64/stable/".into(),
+            signing_key: "http://mirror.lan/docker/rhel/gpg".into(),
+            ..Default::default()
+        });
+        let st = steps(&s, &fresh(ROCKY_9, &s, false));
+        assert_eq!(
+            commands(&st)[..2],
+            [
+                "write /etc/yum.repos.d/docker-ce-local.repo",
+                "write /etc/docker/daemon.json"
+            ]
+        );
+        assert!(local_repo_file(&s).contains("baseurl=http://mirror.lan/docker/rhel/9/x86_64/stable\nenabled=1\ngpgcheck=1\ngpgkey=http://mirror.lan/docker/rhel/gpg\n"));
+        let s = spec(v1::Docker {
+            source: DockerSource::Directory as i32,
+            package_directory: "/srv/pkgs".into(),
+            ..Default::default()
+        });
+        let mut o = fresh(DEBIAN_12, &s, false);
+        o.repo_ok = true;
+        o.package_files = vec![
+            "/srv/pkgs/containerd.io_1.7.25-1_amd64.deb".into(),
+            "/srv/pkgs/docker-ce_28.0.0_amd64.deb".into(),
+        ];
+        assert_eq!(
+            commands(&steps(&s, &o))[1],
+            "apt-get install -y /srv/pkgs/containerd.io_1.7.25-1_amd64.deb /srv/pkgs/docker-ce_28.0.0_amd64.deb"
+        );
+    }
 }

@@ -4,8 +4,16 @@
 //! Resources know nothing of the journal, the audit log or gRPC: the engine calls them, and
 //! they report progress only through the `Progress` they are handed.
 
+pub mod certificate;
+pub mod container;
+pub mod docker;
 pub mod file;
+pub mod group_member;
+pub mod keycloak_realm;
+pub mod network;
 pub mod secret;
+pub mod stack;
+pub mod volume;
 
 use kagent_proto::v1::Action;
 

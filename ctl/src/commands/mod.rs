@@ -2,8 +2,11 @@
 //! [`crate::agent_client`], hand results to [`crate::output`]. Returns the process exit code.
 
 mod ca;
+mod certs;
+mod containers;
 mod facts;
 mod operation;
+mod trust;
 
 use std::io::Write;
 
@@ -48,7 +51,39 @@ pub async fn run(cli: Cli) -> Result<u8> {
             days,
             out,
         })) => ca::issue_client(&ctx, &name, role, days, out),
+        Command::Ca(CaCommand::RotateAgent {
+            host,
+            dns,
+            ip,
+            days,
+        }) => trust::rotate_agent(&ctx, &host, &dns, &ip, days).await,
+        Command::Enroll {
+            host,
+            token,
+            dns,
+            ip,
+            days,
+        } => trust::enroll(&ctx, &host, &token, &dns, &ip, days).await,
+        Command::Audit {
+            host,
+            since,
+            caller,
+            limit,
+        } => trust::audit(&ctx, &host, since.as_deref(), &caller, limit).await,
         Command::Facts { host } => facts::facts(&ctx, &host).await,
+        Command::Ps { host, stack } => containers::ps(&ctx, &host, stack.as_deref()).await,
+        Command::Logs {
+            host,
+            name,
+            follow,
+            tail,
+            since,
+        } => containers::logs(&ctx, &host, &name, follow, tail, since.as_deref()).await,
+        Command::Restart {
+            host,
+            name,
+            timeout,
+        } => containers::restart(&ctx, &host, &name, timeout).await,
         Command::Ops { host, limit } => facts::ops(&ctx, &host, limit.unwrap_or(0)).await,
         Command::Apply {
             host,
@@ -60,6 +95,10 @@ pub async fn run(cli: Cli) -> Result<u8> {
             operation_id,
             from,
         } => operation::watch(&ctx, &host, &operation_id, from).await,
+        Command::Certs { host } => certs::list(&ctx, &host).await,
+        Command::Renew { host, name, force } => {
+            certs::renew(&ctx, &host, name.as_deref().unwrap_or(""), force).await
+        }
     }
 }
 

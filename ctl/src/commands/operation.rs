@@ -40,7 +40,7 @@ pub async fn watch(ctx: &Context, host: &Target, operation_id: &str, from: u64) 
     follow_to_end(ctx, &mut client, stream, position).await
 }
 
-async fn follow_to_end(
+pub(super) async fn follow_to_end(
     ctx: &Context,
     client: &mut AgentClient,
     stream: Streaming<v1::Event>,

@@ -5,11 +5,15 @@
 //! Every function here is pure: it takes data (and `now` where relative times are shown) and
 //! returns text, so the renderings are unit-tested without a terminal or an agent.
 
+mod certs;
+mod containers;
 mod events;
 mod facts;
 mod operations;
-mod table;
+pub mod table;
 
+pub use certs::{certificates_human, certificates_json};
+pub use containers::{container_json, containers_human, containers_json};
 pub use events::{EventRenderer, counts_json, event_json, event_json_line};
 pub use facts::{facts_human, facts_json};
 pub use operations::{operations_human, operations_json};

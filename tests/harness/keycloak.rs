@@ -1,0 +1,268 @@
+//! A real Keycloak for the realm suites: the Quarkus distribution from Maven Central
+//! (`org.keycloak:keycloak-quarkus-dist:VERSION:zip`, fetched once by `tests/run` into
+//! `target/keycloak-dist/`, or here with `mvn` if it is missing), unpacked once under a file
+//! lock, copied per instance (Keycloak writes its build and H2 data into its own tree), run with
+//! `start-dev` (dev-file H2) on free loopback ports over plain HTTP under `/auth`.
+//!
+//! `Keycloak::shared()` is one instance per test binary (each test uses its own realm); a small
+//! watchdog kills it when the test process exits. `Keycloak::start()` is an owned instance,
+//! killed on drop.
+//!
+//! Env: `KAGENT_KEYCLOAK_VERSION` (default [`VERSION`]), `KAGENT_KEYCLOAK_JAVA_HOME` (a JDK >= 21;
+//! default: the first of /usr/lib/jvm/{temurin-25,temurin-21,java-21-openjdk}-…).
+
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+
+pub const VERSION: &str = "26.5.6";
+pub const ADMIN_USER: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "kagent-test-admin";
+const START_TIMEOUT: Duration = Duration::from_secs(240);
+
+pub fn version() -> String {
+    std::env::var("KAGENT_KEYCLOAK_VERSION").unwrap_or_else(|_| VERSION.to_string())
+}
+
+fn dist_root() -> PathBuf {
+    crate::workspace_root().join("target/keycloak-dist")
+}
+
+/// A JDK that runs Keycloak 26 (Java 21+).
+pub fn java_home() -> PathBuf {
+    if let Ok(p) = std::env::var("KAGENT_KEYCLOAK_JAVA_HOME") {
+        return PathBuf::from(p);
+    }
+    let candidates = [
+        "/usr/lib/jvm/temurin-25-jdk-amd64",
+        "/usr/lib/jvm/temurin-21-jdk-amd64",
+        "/usr/lib/jvm/java-25-openjdk-amd64",
+        "/usr/lib/jvm/java-21-openjdk-amd64",
+    ];
+    candidates
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("bin/java").is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "no JDK >= 21 found (tried {candidates:?}); Keycloak 26 needs one: set \
+                 KAGENT_KEYCLOAK_JAVA_HOME"
+            )
+        })
+}
+
+/// The unpacked distribution, fetched and unpacked at most once (under a lock shared by every
+/// test process).
+pub fn dist() -> PathBuf {
+    let v = version();
+    let root = dist_root();
+    std::fs::create_dir_all(&root).expect("create target/keycloak-dist");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(root.join(".lock"))
+        .expect("open the dist lock");
+    let _guard = Flock::lock(lock, FlockArg::LockExclusive).expect("lock target/keycloak-dist");
+    let zip = root.join(format!("keycloak-quarkus-dist-{v}.zip"));
+    if !zip.is_file() {
+        let out = Command::new("mvn")
+            .args([
+                "-q",
+                "dependency:copy",
+                &format!("-Dartifact=org.keycloak:keycloak-quarkus-dist:{v}:zip"),
+                &format!("-DoutputDirectory={}", root.display()),
+            ])
+            .output()
+            .expect("run mvn (tests/run fetches the Keycloak zip beforehand)");
+        assert!(
+            out.status.success() && zip.is_file(),
+            "mvn could not fetch keycloak-quarkus-dist {v}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let unpacked = root.join(format!("keycloak-{v}"));
+    let done = root.join(format!(".unpacked-{v}"));
+    if !done.is_file() {
+        let _ = std::fs::remove_dir_all(&unpacked);
+        let st = Command::new("unzip")
+            .args(["-q", "-o"])
+            .arg(&zip)
+            .arg("-d")
+            .arg(&root)
+            .status()
+            .expect("run unzip");
+        assert!(st.success(), "unzip {} failed", zip.display());
+        std::fs::write(&done, b"").expect("mark unpacked");
+    }
+    unpacked
+}
+
+/// One running Keycloak.
+pub struct Keycloak {
+    /// `http://127.0.0.1:PORT/auth`
+    pub url: String,
+    pub port: u16,
+    pub log: PathBuf,
+    pub started_in: Duration,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+static SHARED: OnceLock<Keycloak> = OnceLock::new();
+
+impl Keycloak {
+    /// The binary's shared instance (started on first use, killed when the process exits).
+    pub fn shared() -> &'static Keycloak {
+        SHARED.get_or_init(|| {
+            let kc = Keycloak::start();
+            // The statics are never dropped: a watchdog ends Keycloak after this process.
+            let script = format!(
+                "while kill -0 {} 2>/dev/null; do sleep 1; done; kill -9 -{} 2>/dev/null",
+                std::process::id(),
+                kc.child.id()
+            );
+            let _ = Command::new("sh")
+                .args(["-c", &script])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+            kc
+        })
+    }
+
+    /// A fresh instance of its own (own copy of the distribution, own H2 data, own ports).
+    pub fn start() -> Keycloak {
+        let src = dist();
+        let dir = tempfile::Builder::new()
+            .prefix("kagent-kc-")
+            .tempdir()
+            .expect("tempdir");
+        let home = dir.path().join("kc");
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(&src)
+            .arg(&home)
+            .status()
+            .expect("cp the distribution");
+        assert!(st.success(), "cp -a {} failed", src.display());
+        let port = crate::free_port();
+        let mgmt = crate::free_port();
+        let log = dir.path().join("keycloak.log");
+        let out = std::fs::File::create(&log).expect("create the Keycloak log");
+        let err = out.try_clone().expect("clone log handle");
+        let java = java_home();
+        let t0 = Instant::now();
+        let child = Command::new(home.join("bin/kc.sh"))
+            .args([
+                "start-dev",
+                &format!("--http-port={port}"),
+                "--http-host=127.0.0.1",
+                "--http-relative-path=/auth",
+                &format!("--http-management-port={mgmt}"),
+            ])
+            .env("JAVA_HOME", &java)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    java.join("bin").display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("KC_BOOTSTRAP_ADMIN_USERNAME", ADMIN_USER)
+            .env("KC_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            // Its own process group: kc.sh runs a first java for the build step.
+            .process_group(0)
+            .spawn()
+            .expect("start kc.sh");
+        let mut kc = Keycloak {
+            url: format!("http://127.0.0.1:{port}/auth"),
+            port,
+            log,
+            started_in: Duration::ZERO,
+            child,
+            _dir: dir,
+        };
+        loop {
+            if http_status(port, "/auth/realms/master") == Some(200) {
+                break;
+            }
+            if let Ok(Some(status)) = kc.child.try_wait() {
+                panic!(
+                    "Keycloak exited ({status}) before answering:\n{}",
+                    kc.log_tail(60)
+                );
+            }
+            if t0.elapsed() > START_TIMEOUT {
+                panic!(
+                    "Keycloak did not answer /auth/realms/master within {START_TIMEOUT:?}:\n{}",
+                    kc.log_tail(60)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        kc.started_in = t0.elapsed();
+        eprintln!(
+            "keycloak {} up at {} in {:.1}s",
+            version(),
+            kc.url,
+            kc.started_in.as_secs_f64()
+        );
+        kc
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Writes the admin password into `path` (the agent's managed credential file).
+    pub fn write_admin_credential(path: &Path) {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create credential dir");
+        }
+        std::fs::write(path, format!("{ADMIN_PASSWORD}\n")).expect("write credential");
+    }
+}
+
+impl Drop for Keycloak {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Status of a plain HTTP/1.0 GET on loopback, `None` if nothing answers.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(2),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").ok()?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).ok()?;
+    let head = std::str::from_utf8(&buf[..n]).ok()?;
+    head.split_whitespace().nth(1)?.parse().ok()
+}
