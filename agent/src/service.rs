@@ -40,6 +40,24 @@ impl AgentService {
         }
     }
 
+    /// Identity, `begin` audit record, then authorization, for a mutating call other than
+    /// Apply: a refused attempt is recorded (`end: denied`) like any other.
+    fn begin_mutation<T: Message>(
+        &self,
+        req: &Request<T>,
+        rpc: &'static str,
+    ) -> Result<(Caller, crate::audit::Begun), Status> {
+        let who = identity(req)?;
+        let begun = self.audit_begin(&who, rpc, req.get_ref())?;
+        if let Err(denied) = authorize(&who, rpc) {
+            self.engine
+                .audit()
+                .end(&begun, &format!("denied: {}", denied.message()));
+            return Err(denied);
+        }
+        Ok((who, begun))
+    }
+
     /// The `begin` audit record of a mutating call other than Apply.
     fn audit_begin<T: Message>(
         &self,
@@ -149,15 +167,8 @@ impl Agent for AgentService {
         req: Request<v1::RestartContainerRequest>,
     ) -> Result<Response<v1::RestartContainerReply>, Status> {
         const RPC: &str = "/kagent.v1.Agent/RestartContainer";
-        let who = identity(&req)?;
+        let (who, begun) = self.begin_mutation(&req, RPC)?;
         let req = req.into_inner();
-        let begun = self.audit_begin(&who, RPC, &req)?;
-        if let Err(denied) = authorize(&who, RPC) {
-            self.engine
-                .audit()
-                .end(&begun, &format!("denied: {}", denied.message()));
-            return Err(denied);
-        }
         tracing::info!(caller = %who.subject, container = %req.name, "restart container");
         match crate::containers::restart(&req.name, req.timeout_s).await {
             Ok(info) => {
@@ -296,8 +307,7 @@ impl Agent for AgentService {
         req: Request<v1::PrepareRotationRequest>,
     ) -> Result<Response<v1::PrepareRotationReply>, Status> {
         const RPC: &str = "/kagent.v1.Agent/PrepareRotation";
-        let who = caller(&req, RPC)?;
-        let begun = self.audit_begin(&who, RPC, req.get_ref())?;
+        let (_who, begun) = self.begin_mutation(&req, RPC)?;
         let result = self.trust.prepare_rotation().await;
         self.engine.audit().end(
             &begun,
@@ -319,8 +329,7 @@ impl Agent for AgentService {
         req: Request<v1::CompleteRotationRequest>,
     ) -> Result<Response<v1::CompleteRotationReply>, Status> {
         const RPC: &str = "/kagent.v1.Agent/CompleteRotation";
-        let who = caller(&req, RPC)?;
-        let begun = self.audit_begin(&who, RPC, req.get_ref())?;
+        let (_who, begun) = self.begin_mutation(&req, RPC)?;
         let result = self.trust.complete_rotation(&req.get_ref().cert_pem).await;
         self.engine.audit().end(
             &begun,
@@ -399,15 +408,8 @@ impl Agent for AgentService {
         req: Request<v1::RevealSecretRequest>,
     ) -> Result<Response<v1::RevealSecretReply>, Status> {
         const RPC: &str = "/kagent.v1.Agent/RevealSecret";
-        let who = identity(&req)?;
+        let (who, begun) = self.begin_mutation(&req, RPC)?;
         let req = req.into_inner();
-        let begun = self.audit_begin(&who, RPC, &req)?;
-        if let Err(denied) = authorize(&who, RPC) {
-            self.engine
-                .audit()
-                .end(&begun, &format!("denied: {}", denied.message()));
-            return Err(denied);
-        }
         tracing::info!(caller = %who.subject, path = %req.path, "reveal secret");
         let roots = self.engine.roots().clone();
         let path = req.path.clone();
@@ -438,15 +440,8 @@ impl Agent for AgentService {
         req: Request<v1::ExportKeycloakRealmRequest>,
     ) -> Result<Response<v1::ExportKeycloakRealmReply>, Status> {
         const RPC: &str = "/kagent.v1.Agent/ExportKeycloakRealm";
-        let who = identity(&req)?;
+        let (who, begun) = self.begin_mutation(&req, RPC)?;
         let req = req.into_inner();
-        let begun = self.audit_begin(&who, RPC, &req)?;
-        if let Err(denied) = authorize(&who, RPC) {
-            self.engine
-                .audit()
-                .end(&begun, &format!("denied: {}", denied.message()));
-            return Err(denied);
-        }
         use crate::resource::keycloak_realm;
         let admin = match keycloak_realm::admin_from_proto(req.admin.as_ref(), self.engine.roots())
         {

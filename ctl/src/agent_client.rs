@@ -89,6 +89,27 @@ impl AgentClient {
         Ok(reply.certificates)
     }
 
+    /// The value of a managed secret file (admin; audited by the agent).
+    pub async fn reveal_secret(&mut self, path: &str) -> Result<String, Status> {
+        let call = self.grpc.reveal_secret(v1::RevealSecretRequest {
+            path: path.to_string(),
+        });
+        let reply = with_timeout(call).await?.into_inner();
+        self.answered = true;
+        Ok(reply.value)
+    }
+
+    /// A realm of the host's Keycloak as JSON (admin; audited by the agent).
+    pub async fn export_keycloak_realm(
+        &mut self,
+        request: v1::ExportKeycloakRealmRequest,
+    ) -> Result<String, Status> {
+        let call = self.grpc.export_keycloak_realm(request);
+        let reply = with_timeout(call).await?.into_inner();
+        self.answered = true;
+        Ok(reply.json)
+    }
+
     /// Starts a renewal operation (one certificate, or all when `name` is empty).
     pub async fn renew_certificate(
         &mut self,

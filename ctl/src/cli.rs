@@ -191,6 +191,20 @@ result; refused and invalid calls are recorded too.")]
         #[arg(long, value_name = "SECONDS")]
         timeout: Option<u32>,
     },
+    /// Keycloak on a host, through its agent (the admin credential never leaves the host).
+    #[command(subcommand)]
+    Keycloak(KeycloakCommand),
+    /// Print the value of a managed secret file on the host (e.g. the kheopsAuthorization
+    /// client secret the KHEOPS host needs). Needs the admin role; audited by the agent.
+    #[command(
+        after_help = "Examples:\n  kctl reveal kc.example /srv/kctl/keycloak/kheops-auth-secret\n\nOnly one-word secret files under the agent's managed roots can be read."
+    )]
+    Reveal {
+        /// The agent: NAME[:PORT].
+        host: Target,
+        /// Absolute path of the secret file on the host.
+        path: String,
+    },
     /// List the host's certificates: names, issuer, expiry, next renewal, last error.
     #[command(
         after_help = "Examples:\n  kctl certs vm1.example\n  kctl certs vm1.example -o json | jq '.certificates[] | select(.days_left < 20)'"
@@ -265,6 +279,51 @@ A spec lists resources, applied in order:
 
 The operation runs in the agent: if the connection breaks, kctl re-attaches to it; if that
 fails, it prints the `kctl watch` command that picks up where it stopped.";
+
+#[derive(Debug, Subcommand)]
+pub enum KeycloakCommand {
+    /// Export a realm as JSON that `POST /admin/realms` (or a fresh import) takes back.
+    #[command(after_help = "\
+Examples:
+  kctl keycloak export kc.example --realm demo > demo-realm.json
+  kctl keycloak export kc.example --realm demo --include-secrets > demo-backup.json
+
+The agent on HOST reads the realm over Keycloak's Admin REST API with the credential file on
+that host. Client secrets are left out unless --include-secrets is given; the service-account
+users and their roles are included so that an import works as is.")]
+    Export {
+        /// The agent on the Keycloak host: NAME[:PORT].
+        host: Target,
+        /// The realm to export.
+        #[arg(long, default_value = "demo")]
+        realm: String,
+        /// Keycloak's base URL as the agent reaches it (with /auth where used).
+        #[arg(long, default_value = "https://127.0.0.1:8443/auth")]
+        url: String,
+        /// The admin password (or client secret) file on the host.
+        #[arg(
+            long,
+            default_value = "/srv/kctl/keycloak/admin-password",
+            value_name = "PATH"
+        )]
+        admin_credential_file: String,
+        /// The admin user (password grant through admin-cli). Default: admin.
+        #[arg(long, value_name = "NAME")]
+        admin_user: Option<String>,
+        /// The realm of the admin account. Default: master.
+        #[arg(long, value_name = "REALM")]
+        admin_realm: Option<String>,
+        /// Log in as this service client (client credentials) instead of a user.
+        #[arg(long, value_name = "CLIENT_ID")]
+        admin_client_id: Option<String>,
+        /// PEM CA bundle on the host trusted for Keycloak's https.
+        #[arg(long, value_name = "PATH")]
+        ca_file: Option<String>,
+        /// Include client secrets (a full backup; keep the file private).
+        #[arg(long)]
+        include_secrets: bool,
+    },
+}
 
 #[derive(Debug, Subcommand)]
 pub enum CaCommand {

@@ -16,6 +16,7 @@
 
 mod certificates;
 mod containers;
+mod keycloak;
 mod prereqs;
 
 use std::fmt;
@@ -46,14 +47,16 @@ pub enum ResourceSpec {
     Volume(VolumeSpec),
     Stack(StackSpec),
     Certificate(Box<CertificateSpec>),
+    KeycloakRealm(Box<KeycloakRealmSpec>),
 }
 
 pub use certificates::CertificateSpec;
 pub use containers::{ContainerSpec, NetworkSpec, StackSpec, VolumeSpec};
+pub use keycloak::{KeycloakRealmSpec, admin_proto as keycloak_admin_proto};
 pub use prereqs::{DockerSourceSpec, DockerSpec, GroupMemberSpec};
 
 /// The kinds `kind` may name, for error messages.
-const KINDS: &str = "\"file\", \"secret\", \"docker\", \"group_member\", \"container\", \"network\", \"volume\", \"stack\" or \"certificate\"";
+const KINDS: &str = "\"file\", \"secret\", \"docker\", \"group_member\", \"container\", \"network\", \"volume\", \"stack\", \"certificate\" or \"keycloak_realm\"";
 
 /// `kind = "file"`: a file with exact content.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -166,6 +169,7 @@ impl ResourceSpec {
             ResourceSpec::Volume(v) => &v.name,
             ResourceSpec::Stack(s) => &s.name,
             ResourceSpec::Certificate(c) => &c.name,
+            ResourceSpec::KeycloakRealm(k) => &k.name,
         }
     }
 
@@ -180,6 +184,7 @@ impl ResourceSpec {
             ResourceSpec::Volume(_) => "volume",
             ResourceSpec::Stack(_) => "stack",
             ResourceSpec::Certificate(_) => "certificate",
+            ResourceSpec::KeycloakRealm(_) => "keycloak_realm",
         }
     }
 
@@ -193,7 +198,8 @@ impl ResourceSpec {
             | ResourceSpec::Network(_)
             | ResourceSpec::Volume(_)
             | ResourceSpec::Stack(_)
-            | ResourceSpec::Certificate(_) => None,
+            | ResourceSpec::Certificate(_)
+            | ResourceSpec::KeycloakRealm(_) => None,
         }
     }
 }
@@ -293,6 +299,9 @@ fn deserialize(table: toml::Table) -> Result<ResourceSpec, String> {
         "certificate" => serde_path_to_error::deserialize::<_, CertificateSpec>(rest)
             .err()
             .map(located),
+        "keycloak_realm" => serde_path_to_error::deserialize::<_, KeycloakRealmSpec>(rest)
+            .err()
+            .map(located),
         other => {
             return Err(format!(
                 "field `kind`: unknown kind {other:?}; expected {KINDS}"
@@ -342,6 +351,7 @@ fn check(resource: &ResourceSpec) -> Result<(), String> {
         ResourceSpec::Container(c) => containers::check_container(c),
         ResourceSpec::Network(_) | ResourceSpec::Volume(_) | ResourceSpec::Stack(_) => Ok(()),
         ResourceSpec::Certificate(c) => certificates::check_certificate(c),
+        ResourceSpec::KeycloakRealm(k) => keycloak::check_keycloak_realm(k),
     }
 }
 
@@ -441,6 +451,10 @@ pub fn to_proto(resources: &[ResourceSpec], base: &Path) -> Result<v1::HostSpec>
             ResourceSpec::Certificate(c) => v1::resource::Kind::Certificate(
                 certificates::certificate_to_proto(c)
                     .map_err(|e| anyhow!("resource #{} ({:?}): {e}", i + 1, c.name))?,
+            ),
+            ResourceSpec::KeycloakRealm(k) => v1::resource::Kind::KeycloakRealm(
+                keycloak::keycloak_realm_to_proto(k)
+                    .map_err(|e| anyhow!("resource #{} ({:?}): {e}", i + 1, k.name))?,
             ),
         };
         out.push(v1::Resource {

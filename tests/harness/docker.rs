@@ -286,3 +286,46 @@ pub fn mount(source: v1::mount::Source, target: &str) -> v1::Mount {
         read_only: false,
     }
 }
+
+pub const OPENSSL_IMAGE: &str = "local/openssl:test";
+const OPENSSL_LOCK: &str = "/tmp/kagent-tests-openssl-image.lock";
+
+/// `local/openssl:test` (entrypoint `openssl`, for `openssl s_server`): the host's
+/// `/usr/bin/openssl` and the libraries `ldd` lists, built on first use like [`busybox_image`].
+pub fn openssl_image() -> &'static str {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        require_docker();
+        if docker(&["image", "inspect", OPENSSL_IMAGE])
+            .status
+            .success()
+        {
+            return;
+        }
+        let script = format!(
+            r#"set -e
+docker image inspect {img} >/dev/null 2>&1 && exit 0
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+for f in /usr/bin/openssl $(ldd /usr/bin/openssl | grep -o '/[^ ]*'); do
+  mkdir -p "$root$(dirname "$f")"
+  cp -L "$f" "$root$f"
+done
+mkdir -p "$root/tmp" "$root/usr/lib/ssl"
+[ -f /usr/lib/ssl/openssl.cnf ] && cp -L /usr/lib/ssl/openssl.cnf "$root/usr/lib/ssl/"
+tar -C "$root" -c . | docker import --change 'ENTRYPOINT ["/usr/bin/openssl"]' - {img} >/dev/null
+"#,
+            img = OPENSSL_IMAGE
+        );
+        let out = Command::new("flock")
+            .args([OPENSSL_LOCK, "sh", "-c", &script])
+            .output()
+            .expect("run flock (util-linux)");
+        assert!(
+            out.status.success(),
+            "building {OPENSSL_IMAGE} failed (needs /usr/bin/openssl, package openssl): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+    OPENSSL_IMAGE
+}

@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{Flock, FlockArg};
 
 pub const VERSION: &str = "26.5.6";
+/// The seed's Keycloak (`jboss/keycloak:16.1.1`): WildFly, runs on Java 17.
+pub const LEGACY_VERSION: &str = "16.1.1";
 pub const ADMIN_USER: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "kagent-test-admin";
 const START_TIMEOUT: Duration = Duration::from_secs(240);
@@ -61,7 +63,15 @@ pub fn java_home() -> PathBuf {
 /// The unpacked distribution, fetched and unpacked at most once (under a lock shared by every
 /// test process).
 pub fn dist() -> PathBuf {
-    let v = version();
+    dist_of("keycloak-quarkus-dist", &version())
+}
+
+/// The legacy 16.1.1 distribution (`org.keycloak:keycloak-server-dist`), unpacked once.
+pub fn legacy_dist() -> PathBuf {
+    dist_of("keycloak-server-dist", LEGACY_VERSION)
+}
+
+fn dist_of(artifact: &str, v: &str) -> PathBuf {
     let root = dist_root();
     std::fs::create_dir_all(&root).expect("create target/keycloak-dist");
     let lock = OpenOptions::new()
@@ -71,20 +81,20 @@ pub fn dist() -> PathBuf {
         .open(root.join(".lock"))
         .expect("open the dist lock");
     let _guard = Flock::lock(lock, FlockArg::LockExclusive).expect("lock target/keycloak-dist");
-    let zip = root.join(format!("keycloak-quarkus-dist-{v}.zip"));
+    let zip = root.join(format!("{artifact}-{v}.zip"));
     if !zip.is_file() {
         let out = Command::new("mvn")
             .args([
                 "-q",
                 "dependency:copy",
-                &format!("-Dartifact=org.keycloak:keycloak-quarkus-dist:{v}:zip"),
+                &format!("-Dartifact=org.keycloak:{artifact}:{v}:zip"),
                 &format!("-DoutputDirectory={}", root.display()),
             ])
             .output()
             .expect("run mvn (tests/run fetches the Keycloak zip beforehand)");
         assert!(
             out.status.success() && zip.is_file(),
-            "mvn could not fetch keycloak-quarkus-dist {v}: {}{}",
+            "mvn could not fetch {artifact} {v}: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
@@ -111,6 +121,8 @@ pub struct Keycloak {
     /// `http://127.0.0.1:PORT/auth`
     pub url: String,
     pub port: u16,
+    /// The version running (26.x or 16.1.1).
+    pub version: String,
     pub log: PathBuf,
     pub started_in: Duration,
     child: Child,
@@ -142,7 +154,16 @@ impl Keycloak {
 
     /// A fresh instance of its own (own copy of the distribution, own H2 data, own ports).
     pub fn start() -> Keycloak {
-        let src = dist();
+        Keycloak::launch(false)
+    }
+
+    /// A fresh legacy 16.1.1 (WildFly, `standalone.sh`, default Java), plain HTTP under `/auth`.
+    pub fn start_legacy() -> Keycloak {
+        Keycloak::launch(true)
+    }
+
+    fn launch(legacy: bool) -> Keycloak {
+        let src = if legacy { legacy_dist() } else { dist() };
         let dir = tempfile::Builder::new()
             .prefix("kagent-kc-")
             .tempdir()
@@ -160,37 +181,40 @@ impl Keycloak {
         let log = dir.path().join("keycloak.log");
         let out = std::fs::File::create(&log).expect("create the Keycloak log");
         let err = out.try_clone().expect("clone log handle");
-        let java = java_home();
         let t0 = Instant::now();
-        let child = Command::new(home.join("bin/kc.sh"))
-            .args([
-                "start-dev",
-                &format!("--http-port={port}"),
-                "--http-host=127.0.0.1",
-                "--http-relative-path=/auth",
-                &format!("--http-management-port={mgmt}"),
-            ])
-            .env("JAVA_HOME", &java)
-            .env(
-                "PATH",
-                format!(
-                    "{}:{}",
-                    java.join("bin").display(),
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
-            .env("KC_BOOTSTRAP_ADMIN_USERNAME", ADMIN_USER)
-            .env("KC_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            // Its own process group: kc.sh runs a first java for the build step.
-            .process_group(0)
-            .spawn()
-            .expect("start kc.sh");
+        let child = if legacy {
+            // All WildFly ports move by one offset: HTTP on the free port, the others (9990,
+            // 8443, 8009, 4712, 4713) by the same amount.
+            let offset = port.saturating_sub(8080);
+            let st = Command::new(home.join("bin/add-user-keycloak.sh"))
+                .args(["-u", ADMIN_USER, "-p", ADMIN_PASSWORD])
+                .stdout(Stdio::null())
+                .status()
+                .expect("run add-user-keycloak.sh");
+            assert!(st.success(), "add-user-keycloak.sh failed");
+            Command::new(home.join("bin/standalone.sh"))
+                .args([
+                    "-b",
+                    "127.0.0.1",
+                    &format!("-Djboss.socket.binding.port-offset={offset}"),
+                ])
+                .stdin(Stdio::null())
+                .stdout(out)
+                .stderr(err)
+                .process_group(0)
+                .spawn()
+                .expect("start standalone.sh")
+        } else {
+            Keycloak::spawn_quarkus(&home, port, mgmt, out, err)
+        };
         let mut kc = Keycloak {
             url: format!("http://127.0.0.1:{port}/auth"),
             port,
+            version: if legacy {
+                LEGACY_VERSION.to_string()
+            } else {
+                version()
+            },
             log,
             started_in: Duration::ZERO,
             child,
@@ -217,11 +241,47 @@ impl Keycloak {
         kc.started_in = t0.elapsed();
         eprintln!(
             "keycloak {} up at {} in {:.1}s",
-            version(),
+            kc.version,
             kc.url,
             kc.started_in.as_secs_f64()
         );
         kc
+    }
+
+    fn spawn_quarkus(
+        home: &Path,
+        port: u16,
+        mgmt: u16,
+        out: std::fs::File,
+        err: std::fs::File,
+    ) -> Child {
+        let java = java_home();
+        Command::new(home.join("bin/kc.sh"))
+            .args([
+                "start-dev",
+                &format!("--http-port={port}"),
+                "--http-host=127.0.0.1",
+                "--http-relative-path=/auth",
+                &format!("--http-management-port={mgmt}"),
+            ])
+            .env("JAVA_HOME", &java)
+            .env(
+                "PATH",
+                format!(
+                    "{}:{}",
+                    java.join("bin").display(),
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .env("KC_BOOTSTRAP_ADMIN_USERNAME", ADMIN_USER)
+            .env("KC_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            // Its own process group: kc.sh runs a first java for the build step.
+            .process_group(0)
+            .spawn()
+            .expect("start kc.sh")
     }
 
     pub fn log_tail(&self, lines: usize) -> String {

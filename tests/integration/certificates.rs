@@ -1,6 +1,9 @@
 //! The `certificate` resource against Let's Encrypt's test CA: pebble + challtestsrv, one pair
-//! per test (harness `pebble`), the real agent binary, and a real TLS consumer (a Python
-//! server that reloads its certificate on SIGHUP) that the agent signals and probes.
+//! per test (harness `pebble`), the real agent binary, and real TLS consumers the agent signals
+//! or restarts and then probes: a Python server that reloads on SIGHUP, and an `openssl
+//! s_server` container (`local/openssl:test`) that reads its files at start. HTTP-01 through
+//! the agent's responder, a webroot served by the port's owner (a busybox httpd container), and
+//! pausing that owner.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,6 +15,7 @@ use kagent_proto::v1::{
     CertificateTarget, ListCertificatesRequest, OperationState, RenewCertificateRequest, Resource,
     certificate::Issuer, resource::Kind,
 };
+use kagent_tests::docker;
 use kagent_tests::pebble::Pebble;
 use kagent_tests::{Agent, Pki, admin, apply, apply_events, collect, host_spec};
 
@@ -177,6 +181,33 @@ fn served_serial(port: u16, name: &str) -> String {
     )
 }
 
+/// Writes a throwaway self-signed certificate and key (the "old" one a consumer starts with).
+fn old_cert(cert: &Path, key: &Path) {
+    std::fs::create_dir_all(cert.parent().expect("parent")).expect("mkdir");
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=old",
+        ])
+        .arg("-keyout")
+        .arg(key)
+        .arg("-out")
+        .arg(cert)
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl req");
+    assert!(st.success());
+}
+
 /// A TLS server that reloads its certificate on SIGHUP: the consumer.
 struct TlsServer {
     child: Child,
@@ -214,29 +245,7 @@ while True:
 impl TlsServer {
     /// Starts on a throwaway self-signed certificate written to `cert`/`key` (the "old" one).
     fn start(dir: &Path, cert: &Path, key: &Path) -> TlsServer {
-        std::fs::create_dir_all(cert.parent().expect("parent")).expect("mkdir");
-        let st = Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=old",
-            ])
-            .arg("-keyout")
-            .arg(key)
-            .arg("-out")
-            .arg(cert)
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl req");
-        assert!(st.success());
+        old_cert(cert, key);
         let port = kagent_tests::free_port();
         let pid_file = dir.join("tls-server.pid");
         let child = Command::new("python3")
@@ -722,4 +731,311 @@ async fn an_owned_port_or_a_failing_self_check_fails_before_ordering() {
         "{}",
         err.message()
     );
+}
+
+fn messages(events: &[v1::Event]) -> String {
+    events
+        .iter()
+        .filter_map(|e| match &e.payload {
+            Some(Payload::Progress(p)) => Some(p.message.clone()),
+            Some(Payload::Done(d)) => Some(d.message.clone()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn started_at(container: &str) -> String {
+    docker::inspect(container, "{{.State.StartedAt}}").expect("container exists")
+}
+
+fn with_http01(mut r: Resource, http01: v1::Http01) -> Resource {
+    if let Some(Kind::Certificate(c)) = &mut r.kind {
+        c.http01 = Some(http01);
+    }
+    r
+}
+
+/// Files under `dir`, recursively (for "the challenge files are gone").
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A busybox httpd container serving `webroot` (read-only at /www) on 127.0.0.1:`host_port`:
+/// the owner of the HTTP-01 port.
+fn httpd_owner(names: &docker::Names, webroot: &Path, host_port: u16) -> String {
+    std::fs::create_dir_all(webroot).expect("webroot");
+    let name = names.name("httpd");
+    docker::docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--stop-timeout",
+        "1",
+        "-p",
+        &format!("127.0.0.1:{host_port}:80"),
+        "-v",
+        &format!("{}:/www:ro", webroot.display()),
+        docker::busybox_image(),
+        "httpd",
+        "-f",
+        "-vv",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    assert!(
+        docker::wait_until(Duration::from_secs(10), || docker::http_get(host_port, "/")
+            .is_some()),
+        "httpd did not start: {}",
+        String::from_utf8_lossy(&docker::docker(&["logs", &name]).stderr)
+    );
+    name
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forced_renewal_restarts_a_real_consumer_container() {
+    docker::require_docker();
+    let image = docker::openssl_image();
+    let names = docker::Names::new("certc");
+    let _cleanup = names.cleanup();
+    let pebble = Pebble::start();
+    let pki = Pki::new();
+    let agent = agent_for(&pki, &pebble, &[], &[]);
+    let tls = agent.root.join("consumer-tls");
+    old_cert(&tls.join("fullchain.pem"), &tls.join("key.pem"));
+
+    // `openssl s_server` (the image's entrypoint) reads its files once, at start: a restart is
+    // its reload. As PID 1 it
+    // ignores SIGTERM, so the container's own stop timeout (1 s) decides how long that takes.
+    let port = kagent_tests::free_port();
+    let name = names.name("tls");
+    docker::docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--stop-timeout",
+        "1",
+        "-p",
+        &format!("127.0.0.1:{port}:8443"),
+        "-v",
+        &format!("{}:/certs:ro", tls.display()),
+        image,
+        "s_server",
+        "-accept",
+        "8443",
+        "-cert",
+        "/certs/fullchain.pem",
+        "-key",
+        "/certs/key.pem",
+        "-www",
+    ]);
+    assert!(
+        docker::wait_until(Duration::from_secs(10), || served_serial(port, NAMES[0])
+            != "0"),
+        "s_server did not start: {}",
+        String::from_utf8_lossy(&docker::docker(&["logs", &name]).stderr)
+    );
+    let old_serial = served_serial(port, NAMES[0]);
+    let spec = host_spec(vec![cert_resource(
+        "web",
+        &NAMES,
+        &pebble,
+        vec![
+            target(
+                &tls.join("fullchain.pem"),
+                CertificateContent::Fullchain,
+                CertificateFormat::Pem,
+                None,
+            ),
+            target(
+                &tls.join("key.pem"),
+                CertificateContent::Key,
+                CertificateFormat::Pem,
+                None,
+            ),
+        ],
+        vec![CertificateConsumer {
+            container: name.clone(),
+            probe: format!("127.0.0.1:{port}"),
+            ..Default::default()
+        }],
+    )]);
+    let mut c = admin(&pki, &agent).await;
+
+    let before = started_at(&name);
+    let t0 = Instant::now();
+    let events = apply_events(&mut c, spec.clone()).await;
+    assert_ok(&events);
+    eprintln!(
+        "issuance + deploy + container restart + probe: {:?}",
+        t0.elapsed()
+    );
+    let msgs = messages(&events);
+    assert!(
+        msgs.contains(&format!("restart container {name} done")),
+        "{msgs}"
+    );
+    let first = serial_of(&std::fs::read_to_string(tls.join("fullchain.pem")).expect("chain"));
+    // The agent's own probe passed and names the serial the container serves now.
+    assert!(
+        msgs.contains(&format!("127.0.0.1:{port} serves serial {first}")),
+        "{msgs}"
+    );
+    assert_ne!(first, old_serial);
+    assert_ne!(
+        started_at(&name),
+        before,
+        "the agent restarted the container"
+    );
+    assert_eq!(served_serial(port, NAMES[0]), first);
+
+    // Forced renewal: new files, the container restarted again, and it serves the new serial.
+    let before = started_at(&name);
+    let t0 = Instant::now();
+    let events = renew(&mut c, "web", true).await;
+    assert_ok(&events);
+    eprintln!("forced renewal with container restart: {:?}", t0.elapsed());
+    let second = serial_of(&std::fs::read_to_string(tls.join("fullchain.pem")).expect("chain"));
+    assert_ne!(second, first);
+    let msgs = messages(&events);
+    assert!(
+        msgs.contains(&format!("127.0.0.1:{port} serves serial {second}")),
+        "{msgs}"
+    );
+    assert_ne!(
+        started_at(&name),
+        before,
+        "the agent restarted the container"
+    );
+    assert_eq!(served_serial(port, NAMES[0]), second);
+    assert_eq!(
+        docker::inspect(&name, "{{.State.Running}}").as_deref(),
+        Some("true")
+    );
+    assert_eq!(pebble.issued(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webroot_served_by_the_port_owner() {
+    docker::require_docker();
+    let names = docker::Names::new("certw");
+    let _cleanup = names.cleanup();
+    let pebble = Pebble::start();
+    let pki = Pki::new();
+    let agent = agent_for(&pki, &pebble, &[], &[]);
+    // The HTTP-01 port belongs to a web server container that serves the webroot directory.
+    let webroot = agent.root.join("webroot");
+    let owner = httpd_owner(&names, &webroot, pebble.http01);
+    let resource = with_http01(
+        cert_resource("web", &NAMES, &pebble, vec![], vec![]),
+        v1::Http01 {
+            webroot: webroot.to_string_lossy().into_owned(),
+            ..Default::default()
+        },
+    );
+    let mut c = admin(&pki, &agent).await;
+    let events = apply_events(&mut c, host_spec(vec![resource])).await;
+    assert_ok(&events);
+    assert_eq!(pebble.issued(), 1);
+    let stored = std::fs::read_to_string(agent.state_dir.join("certs/web/current/fullchain.pem"))
+        .expect("stored chain");
+    let sans = verify_chain(agent.dir(), &stored, &pebble.root_pem());
+    for n in NAMES {
+        assert!(sans.contains(&format!("DNS:{n}")), "{sans}");
+    }
+    // The CA (and the self-check) fetched the tokens from the owner, which kept the port.
+    let log = String::from_utf8_lossy(&docker::docker(&["logs", &owner]).stderr).into_owned();
+    let fetched = log
+        .lines()
+        .filter(|l| l.contains("url:/.well-known/acme-challenge/"))
+        .count();
+    assert!(
+        fetched >= 2 * NAMES.len(),
+        "the self-check and the CA fetch once per name, through the owner: {log}"
+    );
+    assert_eq!(
+        docker::inspect(&owner, "{{.State.Running}}").as_deref(),
+        Some("true")
+    );
+    // No challenge file is left behind.
+    let left = files_under(&webroot.join(".well-known/acme-challenge"));
+    assert!(left.is_empty(), "challenge files left: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pausing_the_port_owner_reports_the_downtime() {
+    docker::require_docker();
+    let names = docker::Names::new("certp");
+    let _cleanup = names.cleanup();
+    let pebble = Pebble::start();
+    let pki = Pki::new();
+    let agent = agent_for(&pki, &pebble, &[], &[]);
+    // The owner serves an empty directory: it cannot answer the challenge itself.
+    let owner = httpd_owner(&names, &agent.dir().join("owner-www"), pebble.http01);
+    let mut c = admin(&pki, &agent).await;
+
+    // Without a webroot and without permission to pause it: fails before ordering, naming the
+    // container.
+    let events = apply(
+        &mut c,
+        host_spec(vec![cert_resource("web", &NAMES, &pebble, vec![], vec![])]),
+        false,
+    )
+    .await
+    .expect("apply");
+    assert_eq!(finished(&events).state, OperationState::Failed as i32);
+    let why = failures(&events);
+    assert!(
+        why.contains(&format!("in use by container \"{owner}\""))
+            && why.contains("nothing was ordered"),
+        "{why}"
+    );
+    assert_eq!(pebble.orders(), 0, "{}", pebble.log());
+
+    let resource = with_http01(
+        cert_resource("web", &NAMES, &pebble, vec![], vec![]),
+        v1::Http01 {
+            pause_container: owner.clone(),
+            ..Default::default()
+        },
+    );
+    let events = apply_events(&mut c, host_spec(vec![resource])).await;
+    assert_ok(&events);
+    assert_eq!(pebble.issued(), 1);
+    let msgs = messages(&events);
+    let downtimes: Vec<u64> = msgs
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix(&format!("container {owner} was stopped for "))
+                .and_then(|r| r.strip_suffix(" ms for the challenge"))
+                .and_then(|ms| ms.parse().ok())
+        })
+        .collect();
+    assert_eq!(
+        downtimes.len(),
+        1,
+        "one pause from the self-check through the validation, its downtime reported: {msgs}"
+    );
+    eprintln!("owner downtime per pause (ms): {downtimes:?}");
+    // Started again, and serving.
+    assert_eq!(
+        docker::inspect(&owner, "{{.State.Running}}").as_deref(),
+        Some("true")
+    );
+    assert!(docker::wait_until(Duration::from_secs(10), || {
+        docker::http_get(pebble.http01, "/").is_some()
+    }));
 }

@@ -688,3 +688,109 @@ stop_timeout_s = 2
     assert!(run(&["logs", &host, &name, "--tail", "5"]).contains("hello-from-kctl"));
     assert!(run(&["restart", &host, &name]).contains(&format!("restarted {name}")));
 }
+
+/// Agent probes over TLS against a real TLS server: `openssl s_server -www` in a container
+/// (image from the host's openssl), certificate for `tls.lab` from the test CA. An https status
+/// probe and a handshake probe verified against `ca_file` gate the containers; a probe against
+/// another CA fails the operation with the handshake error.
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_and_https_probes_gate_on_a_real_tls_server() {
+    let (pki, agent, mut client) = agent().await;
+    let image = openssl_image();
+    let n = Names::new("tlsprobe");
+    let _cleanup = n.cleanup();
+    let server = pki.agent_for("tls.lab");
+    let certs = agent.dir().join("tls-certs");
+    std::fs::create_dir_all(&certs).expect("mkdir");
+    std::fs::copy(&server.cert, certs.join("cert.pem")).expect("copy cert");
+    std::fs::copy(&server.key, certs.join("key.pem")).expect("copy key");
+    let tls_port = free_port();
+    let addr = format!("127.0.0.1:{tls_port}");
+    let ca_file = pki.ca_cert.to_str().expect("utf-8").to_string();
+
+    let mut tls_c = v1::Container {
+        image: image.to_string(),
+        command: [
+            "s_server",
+            "-accept",
+            "8443",
+            "-cert",
+            "/certs/cert.pem",
+            "-key",
+            "/certs/key.pem",
+            "-www",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ports: vec![port(tls_port, 8443)],
+        mounts: vec![v1::Mount {
+            source: Some(Source::Bind(certs.to_str().expect("utf-8").into())),
+            target: "/certs".into(),
+            read_only: true,
+        }],
+        stop_timeout_s: 2,
+        ..Default::default()
+    };
+    tls_c.health = Some(v1::HealthCheck {
+        http: format!("https://{addr}/"),
+        server_name: "tls.lab".into(),
+        ca_file: ca_file.clone(),
+        interval_ms: 200,
+        timeout_s: 20,
+        ..Default::default()
+    });
+    let (srv, web) = (n.name("srv"), n.name("web"));
+    let mut web_c = sh_container("default", "exec sleep 600");
+    web_c.after = vec![srv.clone()];
+    web_c.health = Some(v1::HealthCheck {
+        tls: addr.clone(),
+        server_name: "tls.lab".into(),
+        ca_file: ca_file.clone(),
+        interval_ms: 200,
+        timeout_s: 10,
+        ..Default::default()
+    });
+    let events = apply(
+        &mut client,
+        host_spec(vec![
+            container_res(&srv, tls_c.clone()),
+            container_res(&web, web_c.clone()),
+        ]),
+        false,
+    )
+    .await
+    .expect("apply call");
+    assert_succeeded(&events);
+    assert_eq!(inspect(&web, "{{.State.Running}}").as_deref(), Some("true"));
+
+    // The same server checked against another CA: the handshake fails, the operation says so.
+    let other = kctl::ca::Ca::generate("other", kctl::ca::Validity::days(1)).expect("CA");
+    let other_ca = agent.dir().join("other-ca.pem");
+    std::fs::write(&other_ca, other.cert_pem()).expect("write CA");
+    let mut bad_c = sh_container("default", "exec sleep 600");
+    bad_c.health = Some(v1::HealthCheck {
+        tls: addr.clone(),
+        server_name: "tls.lab".into(),
+        ca_file: other_ca.to_str().expect("utf-8").into(),
+        interval_ms: 200,
+        timeout_s: 2,
+        ..Default::default()
+    });
+    let events = apply(
+        &mut client,
+        host_spec(vec![
+            container_res(&srv, tls_c),
+            container_res(&web, web_c),
+            container_res(&n.name("bad"), bad_c),
+        ]),
+        false,
+    )
+    .await
+    .expect("apply call");
+    assert_eq!(state(&finished(&events)), OperationState::Failed);
+    let err = error_of(&events);
+    assert!(
+        err.contains("did not become healthy") && err.contains("invalid peer certificate"),
+        "{err}"
+    );
+}

@@ -13,8 +13,8 @@ use kagent::host::http::Client;
 use kagent::keycloak_checks::{AdminAccess, CheckId, Checker, Target};
 use kagent::resource::keycloak_realm::admin_api::{Admin, Login};
 use kagent_proto::v1::{
-    Action, Alphabet, ExportKeycloakRealmRequest, KeycloakAdmin, KeycloakRealm, OperationState,
-    Resource, RevealSecretRequest, resource::Kind,
+    Action, Alphabet, ExportKeycloakRealmRequest, KeycloakAdmin, KeycloakFlavor, KeycloakRealm,
+    OperationState, Resource, RevealSecretRequest, resource::Kind,
 };
 use kagent_tests::keycloak::{ADMIN_PASSWORD, ADMIN_USER, Keycloak};
 use kagent_tests::*;
@@ -29,6 +29,7 @@ struct Fixture {
     realm: String,
     cred: PathBuf,
     secret: PathBuf,
+    flavor: KeycloakFlavor,
 }
 
 impl Fixture {
@@ -45,6 +46,7 @@ impl Fixture {
             realm: realm.to_string(),
             cred,
             secret,
+            flavor: KeycloakFlavor::Unspecified,
         }
     }
 
@@ -72,6 +74,7 @@ impl Fixture {
                     kheops_origin: ORIGIN.into(),
                     registration_allowed: true,
                     client_secret_file: self.secret.to_string_lossy().into_owned(),
+                    flavor: self.flavor as i32,
                     ..Default::default()
                 })),
             },
@@ -531,11 +534,12 @@ async fn checks_pass_and_each_cause_fails_with_its_hint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_then_import_into_a_fresh_keycloak_passes_the_checks() {
-    // The second Keycloak starts while the first one is reconciled.
-    let fresh = tokio::task::spawn_blocking(Keycloak::start);
+    // The second Keycloak starts once the shared one is up (on a 2-CPU runner two JVMs booting
+    // at once take three times as long), and boots while the first realm is reconciled.
     let kc = tokio::task::spawn_blocking(Keycloak::shared)
         .await
         .expect("keycloak");
+    let fresh = tokio::task::spawn_blocking(Keycloak::start);
     let fx = Fixture::new(&kc.url, "exported");
     fx.apply(false).await;
 
@@ -601,5 +605,49 @@ async fn export_then_import_into_a_fresh_keycloak_passes_the_checks() {
         "keycloak starts: shared {:.1}s, fresh {:.1}s",
         kc.started_in.as_secs_f64(),
         fresh.started_in.as_secs_f64()
+    );
+}
+
+/// The seed's Keycloak 16.1.1 (WildFly distribution from Maven Central, Java 17): the legacy
+/// renderer (no `basic` scope, 16.x mapper keys) creates the realm, a second run changes
+/// nothing, drift is repaired, and every check passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_16_realm_is_reconciled_and_passes_the_checks() {
+    let kc = tokio::task::spawn_blocking(Keycloak::start_legacy)
+        .await
+        .expect("keycloak 16");
+    let mut fx = Fixture::new(&kc.url, "demo");
+    fx.flavor = KeycloakFlavor::Legacy16;
+    let events = fx.apply(false).await;
+    let (action, diff) = realm_plan(&events);
+    assert_eq!(action, Action::Create, "{diff}");
+    assert_unchanged(&fx.plan().await);
+    let a = kc_admin(&kc.url).await;
+    remove_scope_mapping(&a, "demo").await;
+    let (_, diff) = fx.plan().await;
+    assert!(
+        diff.contains("+ scope mapping realm-management/view-users"),
+        "{diff}"
+    );
+    fx.apply(false).await;
+    assert_unchanged(&fx.plan().await);
+    let user = make_user(&a, "demo").await;
+    let access = AdminAccess {
+        admin: &a,
+        user_id: Some(user),
+    };
+    let checker = Checker::new(fx.target(&kc.url), None).expect("checker");
+    for c in checker.run_all(Some(&access)).await {
+        assert!(
+            c.pass,
+            "16.1.1: {} failed: {} (hint: {})",
+            c.id.name(),
+            c.detail,
+            c.hint
+        );
+    }
+    eprintln!(
+        "keycloak 16.1.1 started in {:.1}s",
+        kc.started_in.as_secs_f64()
     );
 }

@@ -12,6 +12,7 @@ mod audit;
 mod certificates;
 mod config;
 mod containers;
+mod containers_dockerd;
 mod corruption;
 mod journal;
 mod kctl_e2e;

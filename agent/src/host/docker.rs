@@ -119,9 +119,14 @@ pub fn error(what: &str, e: &DockerError) -> ResourceError {
             "check dockerd (`docker info`)",
         ),
         DockerError::HyperResponseError { .. }
+        | DockerError::HyperLegacyError { .. }
         | DockerError::IOError { .. }
         | DockerError::SocketNotFoundError(_) => (
-            format!("cannot {what}: lost the Docker engine at {}: {e}", host()),
+            format!(
+                "cannot {what}: lost the Docker engine at {}: {}",
+                host(),
+                with_causes(e)
+            ),
             "check that dockerd runs; apply again once it answers",
         ),
         other => (format!("cannot {what}: {other}"), ""),
@@ -130,6 +135,21 @@ pub fn error(what: &str, e: &DockerError) -> ResourceError {
         message,
         hint: hint.into(),
     }
+}
+
+/// `e` and its causes ("client error (SendRequest): connection closed ..."), each said once.
+fn with_causes(e: &DockerError) -> String {
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// Who owns an object, from its labels.

@@ -229,44 +229,30 @@ pub fn create_parents(p: &ManagedPath, perms: Perms) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Replaces the file's content atomically, with the given owner and mode from the first byte
-/// on (the temporary file is created 0600, chowned and chmodded before anything is written).
-pub fn write_atomic(p: &ManagedPath, content: &[u8], perms: Perms) -> std::io::Result<()> {
-    create_parents(p, perms)?;
-    let dir = p.path.parent().unwrap_or(&p.root);
-    let name = p
-        .path
+/// How a finished temporary file takes the target's place.
+enum Publish {
+    /// `rename`: replaces whatever is there, atomically.
+    Replace,
+    /// `link`: fails with `AlreadyExists` rather than replace anything.
+    NoClobber,
+}
+
+/// Writes `content` to a new temporary file next to `target` (0600 from the first byte, then
+/// the owner and mode asked for, fsynced), publishes it at `target`, and fsyncs the directory.
+/// The temporary file never survives: on error it is removed, and after a link it is unlinked.
+fn publish(
+    target: &Path,
+    content: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+    how: Publish,
+) -> std::io::Result<()> {
+    let dir = target.parent().unwrap_or(Path::new("/"));
+    let name = target
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.kagent-{:016x}", rand::random::<u64>()));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        std::os::unix::fs::fchown(&f, Some(perms.uid), Some(perms.gid))?;
-        f.set_permissions(std::fs::Permissions::from_mode(perms.mode))?;
-        f.write_all(content)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &p.path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
-/// Creates the file with its content atomically, failing with `AlreadyExists` if the path
-/// exists: the complete file appears at once (a hard link of a finished temporary file), and an
-/// existing one is never replaced. Used for secrets, which must never be regenerated.
-pub fn create_new_atomic(p: &ManagedPath, content: &[u8], perms: Perms) -> std::io::Result<()> {
-    create_parents(p, perms)?;
-    let dir = p.path.parent().unwrap_or(&p.root);
-    let tmp = dir.join(format!(".kagent-new-{:016x}", rand::random::<u64>()));
     let result = (|| -> std::io::Result<()> {
         let mut f = OpenOptions::new()
             .write(true)
@@ -274,16 +260,49 @@ pub fn create_new_atomic(p: &ManagedPath, content: &[u8], perms: Perms) -> std::
             .mode(0o600)
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&tmp)?;
-        std::os::unix::fs::fchown(&f, Some(perms.uid), Some(perms.gid))?;
-        f.set_permissions(std::fs::Permissions::from_mode(perms.mode))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::fchown(&f, Some(uid), Some(gid))?;
+        }
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.write_all(content)?;
         f.sync_all()?;
-        std::fs::hard_link(&tmp, &p.path)?;
-        Ok(())
+        match how {
+            Publish::Replace => std::fs::rename(&tmp, target),
+            Publish::NoClobber => std::fs::hard_link(&tmp, target),
+        }
     })();
-    let _ = std::fs::remove_file(&tmp);
+    if result.is_err() || matches!(how, Publish::NoClobber) {
+        let _ = std::fs::remove_file(&tmp);
+    }
     result?;
     File::open(dir)?.sync_all()
+}
+
+/// Replaces the file's content atomically, with the given owner and mode from the first byte
+/// on (the temporary file is created 0600, chowned and chmodded before anything is written).
+pub fn write_atomic(p: &ManagedPath, content: &[u8], perms: Perms) -> std::io::Result<()> {
+    create_parents(p, perms)?;
+    publish(
+        &p.path,
+        content,
+        perms.mode,
+        Some((perms.uid, perms.gid)),
+        Publish::Replace,
+    )
+}
+
+/// Creates the file with its content atomically, failing with `AlreadyExists` if the path
+/// exists: the complete file appears at once (a hard link of a finished temporary file), and an
+/// existing one is never replaced. Used for secrets, which must never be regenerated.
+pub fn create_new_atomic(p: &ManagedPath, content: &[u8], perms: Perms) -> std::io::Result<()> {
+    create_parents(p, perms)?;
+    publish(
+        &p.path,
+        content,
+        perms.mode,
+        Some((perms.uid, perms.gid)),
+        Publish::NoClobber,
+    )
 }
 
 /// Writes one of the agent's own files (TLS material, enrollment state) atomically with
@@ -295,28 +314,7 @@ pub fn write_private(path: &Path, content: &[u8], mode: u32) -> std::io::Result<
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.kagent-{:016x}", rand::random::<u64>()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&tmp)?;
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        f.write_all(content)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    publish(path, content, mode, None, Publish::Replace)
 }
 
 /// Changes owner and mode of an existing file in place (no content change).

@@ -35,6 +35,9 @@ use super::{Change, FieldError, Progress, ResourceError};
 use crate::engine::spec::{Kind, Resource};
 use crate::host::docker::{self, Owner};
 
+mod tls;
+pub use tls::TlsOpts;
+
 pub const DEFAULT_STACK: &str = "default";
 /// The canonical spec, as JSON, for field-level plan diffs.
 pub const LABEL_SPEC: &str = "io.kctl.spec";
@@ -160,13 +163,16 @@ pub enum Probe {
     /// Connect, send `send`, healthy when bytes come back (a bare connect proves nothing:
     /// docker-proxy accepts before the application listens).
     Tcp { addr: String, send: Vec<u8> },
-    /// `GET path` over HTTP/1.0; healthy on `expect` (or any 2xx/3xx).
+    /// `GET path` over HTTP/1.0 (over TLS when `tls`); healthy on `expect` (or any 2xx/3xx).
     Http {
         addr: String,
         host: String,
         path: String,
         expect: Option<u16>,
+        tls: Option<TlsOpts>,
     },
+    /// Healthy when a TLS handshake with `addr` succeeds.
+    Tls { addr: String, tls: TlsOpts },
 }
 
 /// A container that must be healthy before this one starts.
@@ -521,12 +527,26 @@ fn check_health(h: Option<&v1::HealthCheck>) -> Result<HealthParts, FieldError> 
     let Some(h) = h else {
         return Ok((None, Vec::new(), 0));
     };
-    let given = [!h.command.is_empty(), !h.tcp.is_empty(), !h.http.is_empty()];
+    let given = [
+        !h.command.is_empty(),
+        !h.tcp.is_empty(),
+        !h.http.is_empty(),
+        !h.tls.is_empty(),
+    ];
     if given.iter().filter(|g| **g).count() != 1 {
         return Err(FieldError::new(
             "health",
-            "give exactly one of `command` (Docker runs it in the container), `tcp` or `http` \
-             (the agent probes)",
+            "give exactly one of `command` (Docker runs it in the container), `tcp`, `http` or \
+             `tls` (the agent probes)",
+        ));
+    }
+    let wants_tls = !h.tls.is_empty() || h.http.starts_with("https://");
+    if !wants_tls && (!h.server_name.is_empty() || !h.ca_file.is_empty() || h.insecure_skip_verify)
+    {
+        return Err(FieldError::new(
+            "health",
+            "`server_name`, `ca_file` and `insecure_skip_verify` apply only to a `tls` probe or \
+             an https:// `http` probe",
         ));
     }
     let interval_ms = match h.interval_ms {
@@ -567,32 +587,46 @@ fn check_health(h: Option<&v1::HealthCheck>) -> Result<HealthParts, FieldError> 
             addr: h.tcp.clone(),
             send: h.send.clone(),
         }
+    } else if !h.tls.is_empty() {
+        check_addr(&h.tls)?;
+        Probe::Tls {
+            addr: h.tls.clone(),
+            tls: check_tls(h, &h.tls)?,
+        }
     } else {
-        let Some(rest) = h.http.strip_prefix("http://") else {
-            return Err(FieldError::new(
-                "health",
-                format!(
-                    "http {:?}: give an http:// URL (for TLS services, use a `command` check \
-                     or a `tcp` probe)",
-                    h.http
-                ),
-            ));
+        let (rest, https) = match (
+            h.http.strip_prefix("http://"),
+            h.http.strip_prefix("https://"),
+        ) {
+            (Some(rest), _) => (rest, false),
+            (None, Some(rest)) => (rest, true),
+            (None, None) => {
+                return Err(FieldError::new(
+                    "health",
+                    format!(
+                        "http {:?}: give an http:// or https:// URL (or a `tls` probe)",
+                        h.http
+                    ),
+                ));
+            }
         };
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
         check_addr(authority)?;
-        let host = authority
-            .rsplit_once(':')
-            .map(|(h, _)| h)
-            .unwrap_or(authority)
-            .to_string();
+        let host = host_of(authority).to_string();
+        let tls = if https {
+            Some(check_tls(h, authority)?)
+        } else {
+            None
+        };
         Probe::Http {
             addr: authority.into(),
             host,
             path: path.into(),
             expect,
+            tls,
         }
     };
     let health = Health {
@@ -606,6 +640,62 @@ fn check_health(h: Option<&v1::HealthCheck>) -> Result<HealthParts, FieldError> 
         _ => (Vec::new(), 0),
     };
     Ok((Some(health), cmd, ms))
+}
+
+/// The host of `HOST:PORT` (brackets of an IPv6 address removed).
+fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// How a `tls` or https probe of `addr` verifies the server.
+fn check_tls(h: &v1::HealthCheck, addr: &str) -> Result<TlsOpts, FieldError> {
+    let ca_file = match (h.ca_file.as_str(), h.insecure_skip_verify) {
+        ("", false) => {
+            return Err(FieldError::new(
+                "health",
+                format!(
+                    "{addr}: a TLS probe needs `ca_file` (a PEM CA bundle on the agent host to \
+                     verify the certificate against) or, for lab use, `insecure_skip_verify = \
+                     true`: there are no system roots to verify against offline"
+                ),
+            ));
+        }
+        ("", true) => None,
+        (_, true) => {
+            return Err(FieldError::new(
+                "health",
+                "give `ca_file` or `insecure_skip_verify`, not both",
+            ));
+        }
+        (path, false) if !path.starts_with('/') => {
+            return Err(FieldError::new(
+                "health",
+                format!("ca_file {path:?} is not an absolute path"),
+            ));
+        }
+        (path, false) => Some(std::path::PathBuf::from(path)),
+    };
+    let name_given = !h.server_name.is_empty();
+    let server_name = if name_given {
+        h.server_name.clone()
+    } else {
+        host_of(addr).to_string()
+    };
+    if rustls::pki_types::ServerName::try_from(server_name.as_str()).is_err() {
+        return Err(FieldError::new(
+            "health",
+            format!("server name {server_name:?} is neither a DNS name nor an IP address"),
+        ));
+    }
+    Ok(TlsOpts {
+        server_name,
+        name_given,
+        ca_file,
+        insecure: h.insecure_skip_verify,
+    })
 }
 
 fn check_addr(addr: &str) -> Result<(), FieldError> {
@@ -1404,47 +1494,78 @@ pub async fn probe(p: &Probe) -> Result<(), String> {
                 host,
                 path,
                 expect,
+                tls: None,
             } => {
-                let mut s = tokio::net::TcpStream::connect(addr.as_str())
+                let url = format!("http://{addr}{path}");
+                let s = tokio::net::TcpStream::connect(addr.as_str())
                     .await
-                    .map_err(|e| format!("GET http://{addr}{path}: {e}"))?;
-                let req = format!(
-                    "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: kagent-probe\r\n\
-                     Connection: close\r\n\r\n"
-                );
-                s.write_all(req.as_bytes())
-                    .await
-                    .map_err(|e| format!("GET http://{addr}{path}: {e}"))?;
-                let mut head = Vec::new();
-                let mut buf = [0u8; 512];
-                while !head.contains(&b'\n') && head.len() < 4096 {
-                    match s.read(&mut buf).await {
-                        Ok(0) => break,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                        Err(e) => return Err(format!("GET http://{addr}{path}: {e}")),
-                    }
-                }
-                let line = String::from_utf8_lossy(&head);
-                let line = line.lines().next().unwrap_or("");
-                let status = line
-                    .strip_prefix("HTTP/1.")
-                    .and_then(|r| r.get(2..5))
-                    .and_then(|s| s.parse::<u16>().ok());
-                match (status, expect) {
-                    (None, _) => Err(format!(
-                        "GET http://{addr}{path}: no HTTP status line (got {:?})",
-                        clip(line)
-                    )),
-                    (Some(s), Some(want)) if s == *want => Ok(()),
-                    (Some(s), None) if (200..400).contains(&s) => Ok(()),
-                    (Some(s), _) => Err(format!("GET http://{addr}{path}: status {s}")),
-                }
+                    .map_err(|e| format!("GET {url}: {e}"))?;
+                http_status(s, &url, host, path, *expect).await
             }
+            Probe::Http {
+                addr,
+                host,
+                path,
+                expect,
+                tls: Some(opts),
+            } => {
+                let url = format!("https://{addr}{path}");
+                let s = tls::connect(addr, opts)
+                    .await
+                    .map_err(|e| format!("GET {url}: {e}"))?;
+                http_status(s, &url, host, path, *expect).await
+            }
+            Probe::Tls { addr, tls: opts } => tls::connect(addr, opts).await.map(|_| ()),
         }
     };
     match tokio::time::timeout(PROBE_TIMEOUT, run).await {
         Ok(r) => r,
         Err(_) => Err(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
+    }
+}
+
+/// Sends `GET path` over HTTP/1.0 on `s`; `Ok` on `expect` (or any 2xx/3xx).
+async fn http_status<S>(
+    mut s: S,
+    url: &str,
+    host: &str,
+    path: &str,
+    expect: Option<u16>,
+) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let req = format!(
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: kagent-probe\r\n\
+         Connection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    s.flush().await.map_err(|e| format!("GET {url}: {e}"))?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 512];
+    while !head.contains(&b'\n') && head.len() < 4096 {
+        match s.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(format!("GET {url}: {e}")),
+        }
+    }
+    let line = String::from_utf8_lossy(&head);
+    let line = line.lines().next().unwrap_or("");
+    let status = line
+        .strip_prefix("HTTP/1.")
+        .and_then(|r| r.get(2..5))
+        .and_then(|s| s.parse::<u16>().ok());
+    match (status, expect) {
+        (None, _) => Err(format!(
+            "GET {url}: no HTTP status line (got {:?})",
+            clip(line)
+        )),
+        (Some(s), Some(want)) if s == want => Ok(()),
+        (Some(s), None) if (200..400).contains(&s) => Ok(()),
+        (Some(s), _) => Err(format!("GET {url}: status {s}")),
     }
 }
 
@@ -1640,7 +1761,51 @@ mod tests {
                     })
                 }),
                 "health",
-                "http://",
+                "https://",
+            ),
+            (
+                Box::new(|c| {
+                    c.health = Some(v1::HealthCheck {
+                        http: "https://127.0.0.1:8443/".into(),
+                        ..Default::default()
+                    })
+                }),
+                "health",
+                "insecure_skip_verify = true",
+            ),
+            (
+                Box::new(|c| {
+                    c.health = Some(v1::HealthCheck {
+                        tls: "127.0.0.1:8443".into(),
+                        ca_file: "ca.pem".into(),
+                        ..Default::default()
+                    })
+                }),
+                "health",
+                "absolute",
+            ),
+            (
+                Box::new(|c| {
+                    c.health = Some(v1::HealthCheck {
+                        tls: "127.0.0.1:8443".into(),
+                        ca_file: "/ca.pem".into(),
+                        insecure_skip_verify: true,
+                        ..Default::default()
+                    })
+                }),
+                "health",
+                "not both",
+            ),
+            (
+                Box::new(|c| {
+                    c.health = Some(v1::HealthCheck {
+                        http: "http://127.0.0.1:8080/".into(),
+                        insecure_skip_verify: true,
+                        ..Default::default()
+                    })
+                }),
+                "health",
+                "apply only",
             ),
             (
                 Box::new(|c| c.extra_hosts = vec!["nocolon".into()]),

@@ -5,13 +5,14 @@ mod ca;
 mod certs;
 mod containers;
 mod facts;
+mod keycloak;
 mod operation;
 mod trust;
 
 use std::io::Write;
 
 use crate::agent_client::AgentClient;
-use crate::cli::{CaCommand, Cli, Command, IssueCommand};
+use crate::cli::{CaCommand, Cli, Command, IssueCommand, KeycloakCommand};
 use crate::config::{self, Credentials, Paths};
 use crate::error::{Error, Result};
 use crate::host::Target;
@@ -95,6 +96,30 @@ pub async fn run(cli: Cli) -> Result<u8> {
             operation_id,
             from,
         } => operation::watch(&ctx, &host, &operation_id, from).await,
+        Command::Keycloak(KeycloakCommand::Export {
+            host,
+            realm,
+            url,
+            admin_credential_file,
+            admin_user,
+            admin_realm,
+            admin_client_id,
+            ca_file,
+            include_secrets,
+        }) => {
+            let args = keycloak::ExportArgs {
+                realm: &realm,
+                url: &url,
+                admin_credential_file: &admin_credential_file,
+                admin_user: admin_user.as_deref(),
+                admin_realm: admin_realm.as_deref(),
+                admin_client_id: admin_client_id.as_deref(),
+                ca_file: ca_file.as_deref(),
+                include_secrets,
+            };
+            keycloak::export(&ctx, &host, args).await
+        }
+        Command::Reveal { host, path } => keycloak::reveal(&ctx, &host, &path).await,
         Command::Certs { host } => certs::list(&ctx, &host).await,
         Command::Renew { host, name, force } => {
             certs::renew(&ctx, &host, name.as_deref().unwrap_or(""), force).await

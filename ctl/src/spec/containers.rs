@@ -26,6 +26,9 @@
 //! ]
 //! networks = [{ name = "kheops-net", aliases = ["db"] }]      # or ["kheops-net"]
 //! health = { command = ["pg_isready"], timeout_s = 60 }       # or tcp = / http = "http://..."
+//! # TLS probes (agent side): `tls = "127.0.0.1:8443"` (handshake) or `http = "https://..."`,
+//! # with `ca_file = "/etc/kctl/ca.pem"` (on the agent host) or `insecure_skip_verify = true`
+//! # (lab use), and optionally `server_name = "db.lab"`.
 //!
 //! [[resource]]
 //! kind = "container"
@@ -130,6 +133,14 @@ pub struct HealthSpec {
     pub send: String,
     #[serde(default)]
     pub http: String,
+    #[serde(default)]
+    pub tls: String,
+    #[serde(default)]
+    pub server_name: String,
+    #[serde(default)]
+    pub ca_file: String,
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
     pub expect_status: Option<u32>,
     pub interval_ms: Option<u32>,
     pub timeout_s: Option<u32>,
@@ -237,12 +248,26 @@ pub fn check_container(c: &ContainerSpec) -> Result<(), String> {
         }
     }
     if let Some(h) = &c.health {
-        let given = [!h.command.is_empty(), !h.tcp.is_empty(), !h.http.is_empty()]
-            .iter()
-            .filter(|g| **g)
-            .count();
+        let given = [
+            !h.command.is_empty(),
+            !h.tcp.is_empty(),
+            !h.http.is_empty(),
+            !h.tls.is_empty(),
+        ]
+        .iter()
+        .filter(|g| **g)
+        .count();
         if given != 1 {
-            return Err("field `health`: give exactly one of command, tcp or http".into());
+            return Err("field `health`: give exactly one of command, tcp, http or tls".into());
+        }
+        let wants_tls = !h.tls.is_empty() || h.http.starts_with("https://");
+        if wants_tls && h.ca_file.is_empty() && !h.insecure_skip_verify {
+            return Err(
+                "field `health`: a TLS probe needs `ca_file` (a PEM CA bundle on the \
+                        agent host) or, for lab use, `insecure_skip_verify = true`: there are \
+                        no system roots to verify against offline"
+                    .into(),
+            );
         }
     }
     if let Some(cpus) = c.cpus
@@ -337,6 +362,10 @@ pub fn container_to_proto(c: &ContainerSpec) -> Result<v1::Container, String> {
             tcp: h.tcp.clone(),
             send: h.send.as_bytes().to_vec(),
             http: h.http.clone(),
+            tls: h.tls.clone(),
+            server_name: h.server_name.clone(),
+            ca_file: h.ca_file.clone(),
+            insecure_skip_verify: h.insecure_skip_verify,
             expect_status: h.expect_status.unwrap_or(0),
             interval_ms: h.interval_ms.unwrap_or(0),
             timeout_s: h.timeout_s.unwrap_or(0),
@@ -419,6 +448,13 @@ after = ["db"]
 health = { http = "http://127.0.0.1:8080/health", expect_status = 200 }
 
 [[resource]]
+kind = "container"
+name = "proxy"
+stack = "kheops"
+image = "local/proxy:1"
+health = { tls = "127.0.0.1:8443", server_name = "proxy.lab", ca_file = "/etc/kctl/ca.pem" }
+
+[[resource]]
 kind = "stack"
 name = "kheops"
 prune = true
@@ -429,7 +465,7 @@ purge_volumes = ["old-data"]
     fn a_container_stack_converts_to_the_api() -> anyhow::Result<()> {
         let resources = super::super::parse(STACK)?;
         let spec = super::super::to_proto(&resources, std::path::Path::new("."))?;
-        assert_eq!(spec.resources.len(), 6);
+        assert_eq!(spec.resources.len(), 7);
         let Some(v1::resource::Kind::Container(db)) = &spec.resources[3].kind else {
             anyhow::bail!("not a container: {:?}", spec.resources[3])
         };
@@ -451,7 +487,16 @@ purge_volumes = ["old-data"]
         assert_eq!(web.after, ["db"]);
         assert_eq!(web.networks[0].name, "kheops-net");
         assert_eq!(web.health.as_ref().map(|h| h.expect_status), Some(200));
-        let Some(v1::resource::Kind::Stack(st)) = &spec.resources[5].kind else {
+        let Some(v1::resource::Kind::Container(proxy)) = &spec.resources[5].kind else {
+            anyhow::bail!("proxy")
+        };
+        let h = proxy.health.clone().unwrap_or_default();
+        assert_eq!(
+            (h.tls.as_str(), h.server_name.as_str(), h.ca_file.as_str()),
+            ("127.0.0.1:8443", "proxy.lab", "/etc/kctl/ca.pem")
+        );
+        assert!(!h.insecure_skip_verify);
+        let Some(v1::resource::Kind::Stack(st)) = &spec.resources[6].kind else {
             anyhow::bail!("stack")
         };
         assert!(st.prune);
@@ -486,6 +531,14 @@ purge_volumes = ["old-data"]
             (
                 c("health = { tcp = \"a:1\", http = \"http://a:1/\" }"),
                 "field `health`: give exactly one",
+            ),
+            (
+                c("health = { http = \"https://a:1/\" }"),
+                "field `health`: a TLS probe needs `ca_file`",
+            ),
+            (
+                c("health = { tls = \"a:1\", insecure_skip_verify = true, verify = 1 }"),
+                "unknown field `verify`",
             ),
             (c("cpus = -1.0"), "field `cpus`"),
             (

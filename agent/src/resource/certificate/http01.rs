@@ -60,6 +60,13 @@ impl Responder {
         Ok(Responder { tokens, addr, task })
     }
 
+    /// Stops listening and returns once the port is released (dropping only aborts the task,
+    /// which frees the socket some time later: too late for an owner that starts right away).
+    pub async fn close(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+
     pub fn insert(&self, token: &str, key_authorization: &str) {
         self.tokens
             .lock()
@@ -198,6 +205,17 @@ async fn get(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn close_releases_the_port_at_once() -> Result<(), String> {
+        // A paused owner is started right after the validation: the port must be free then.
+        let r = Responder::bind(0).await.map_err(|e| e.to_string())?;
+        let port = r.addr.port();
+        r.close().await;
+        let again = Responder::bind(port).await.map_err(|e| e.to_string())?;
+        assert_eq!(again.addr.port(), port);
+        Ok(())
+    }
 
     #[tokio::test]
     async fn responder_answers_tokens_and_the_self_check_sees_it() -> Result<(), String> {

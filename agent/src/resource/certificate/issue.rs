@@ -438,6 +438,13 @@ impl Answer {
         }
     }
 
+    /// Releases the port (the responder) before a paused owner is started again.
+    async fn close(self) {
+        if let Answer::Responder(r) = self {
+            r.close().await;
+        }
+    }
+
     fn cleanup(&self, tokens: &[String]) {
         if let Answer::Webroot(dir) = self {
             for t in tokens {
@@ -447,7 +454,7 @@ impl Answer {
     }
 }
 
-/// A paused container, started again when dropped or finished.
+/// A paused container, started again by `finish_pause`.
 struct Paused {
     name: String,
     since: Instant,
@@ -546,6 +553,7 @@ async fn acme_once(
         .initial_delay(ctx.acme.poll_delay)
         .backoff(1.5)
         .timeout(Duration::from_secs(90));
+    let mut held = None;
     let (mut order, pending) = match resume(dir, &account, spec, acme).await {
         Some(found) => {
             progress.report("resuming the order recorded before the agent stopped", None);
@@ -553,48 +561,38 @@ async fn acme_once(
         }
         None => {
             // Prove the path works before the CA spends a validation (and a rate limit) on it.
+            // A paused owner stays stopped from the self-check through the validation: one
+            // downtime, not two.
             let (answer, paused) = prepare(spec, ctx).await?;
-            let checked = self_check_all(spec, ctx, &answer).await;
-            finish_pause(paused, progress).await?;
-            checked?;
-            drop(answer);
-            let ids: Vec<Identifier> = spec
-                .domains
-                .iter()
-                .map(|d| Identifier::Dns(d.clone()))
-                .collect();
-            let mut new = NewOrder::new(&ids);
-            if let Some(p) = &acme.profile {
-                new = new.profile(p);
+            let placed = async {
+                self_check_all(spec, ctx, &answer).await?;
+                place_order(spec, acme, &account, dir, progress).await
             }
-            let key = generate_key(spec.key_type)?;
-            let order = account
-                .new_order(&new)
-                .await
-                .map_err(|e| acme_error("placing the order", e))?;
-            let pending = Pending {
-                directory_url: acme.directory_url.clone(),
-                order_url: order.url().to_string(),
-                domains: spec.domains.clone(),
-                key_pem: key.serialize_pem(),
-                created: ::time::OffsetDateTime::now_utc().unix_timestamp(),
-            };
-            dir.save_pending(&pending)
-                .map_err(|e| ResourceError::io("record the order", &dir.pending(), &e))?;
-            progress.report(
-                &format!("ordered a certificate for {}", spec.domains.join(", ")),
-                None,
-            );
-            (order, pending)
+            .await;
+            match placed {
+                Ok(placed) => {
+                    held = Some((answer, paused));
+                    placed
+                }
+                Err(e) => {
+                    finish_pause(answer, paused, progress).await?;
+                    return Err(e);
+                }
+            }
         }
     };
 
     let status = order.state().status;
     if status == OrderStatus::Pending {
-        let (answer, paused) = prepare(spec, ctx).await?;
+        let (answer, paused) = match held.take() {
+            Some(h) => h,
+            None => prepare(spec, ctx).await?,
+        };
         let validated = validate(&mut order, ctx, &answer, &retry, progress).await;
-        finish_pause(paused, progress).await?;
+        finish_pause(answer, paused, progress).await?;
         validated?;
+    } else if let Some((answer, paused)) = held.take() {
+        finish_pause(answer, paused, progress).await?;
     }
     let key = KeyPair::from_pem(&pending.key_pem)
         .map_err(|e| err(format!("the recorded order key is unusable: {e}"), ""))?;
@@ -627,6 +625,44 @@ async fn acme_once(
     })
 }
 
+/// Places a new order and records it (`pending.json`) so a restart resumes it.
+async fn place_order(
+    spec: &Spec,
+    acme: &Acme,
+    account: &Account,
+    dir: &CertDir,
+    progress: &(dyn Progress + '_),
+) -> Result<(Order, Pending), Failure> {
+    let ids: Vec<Identifier> = spec
+        .domains
+        .iter()
+        .map(|d| Identifier::Dns(d.clone()))
+        .collect();
+    let mut new = NewOrder::new(&ids);
+    if let Some(p) = &acme.profile {
+        new = new.profile(p);
+    }
+    let key = generate_key(spec.key_type)?;
+    let order = account
+        .new_order(&new)
+        .await
+        .map_err(|e| acme_error("placing the order", e))?;
+    let pending = Pending {
+        directory_url: acme.directory_url.clone(),
+        order_url: order.url().to_string(),
+        domains: spec.domains.clone(),
+        key_pem: key.serialize_pem(),
+        created: ::time::OffsetDateTime::now_utc().unix_timestamp(),
+    };
+    dir.save_pending(&pending)
+        .map_err(|e| ResourceError::io("record the order", &dir.pending(), &e))?;
+    progress.report(
+        &format!("ordered a certificate for {}", spec.domains.join(", ")),
+        None,
+    );
+    Ok((order, pending))
+}
+
 async fn debug_delay() {
     let ms: u64 = std::env::var(ACME_DELAY_ENV)
         .ok()
@@ -637,10 +673,13 @@ async fn debug_delay() {
     }
 }
 
+/// Releases the port, then starts a paused owner again and reports how long it was down.
 async fn finish_pause(
+    answer: Answer,
     paused: Option<Paused>,
     progress: &(dyn Progress + '_),
 ) -> Result<(), ResourceError> {
+    answer.close().await;
     if let Some(p) = paused {
         let started = super::reload::start_container(&p.name).await;
         let down = p.since.elapsed();

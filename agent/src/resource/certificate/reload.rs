@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::query_parameters::{
-    KillContainerOptionsBuilder, ListContainersOptionsBuilder, RestartContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, RestartContainerOptions,
+    StopContainerOptions,
 };
 use nix::sys::signal::Signal;
 
-/// Seconds Docker waits after SIGTERM before SIGKILL on restart/stop.
-const STOP_GRACE_SECS: i32 = 10;
+// Restart and stop pass no timeout: Docker then waits the container's own `StopTimeout` (the
+// `container` resource's `stop_timeout_s`; 10 s when unset) before SIGKILL, as `docker restart`
+// does. Passing one would override what the container was configured with.
 
 /// Who to tell about a new certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,16 +70,11 @@ async fn docker() -> Result<Docker, String> {
 /// Restarts or signals one consumer.
 pub async fn notify(c: &Consumer) -> Result<(), String> {
     match (&c.target, c.signal) {
-        (Target::Container(name), None) => {
-            let opts = RestartContainerOptionsBuilder::default()
-                .t(STOP_GRACE_SECS)
-                .build();
-            docker()
-                .await?
-                .restart_container(name, Some(opts))
-                .await
-                .map_err(|e| format!("cannot restart container {name}: {e}"))
-        }
+        (Target::Container(name), None) => docker()
+            .await?
+            .restart_container(name, None::<RestartContainerOptions>)
+            .await
+            .map_err(|e| format!("cannot restart container {name}: {e}")),
         (Target::Container(name), Some(sig)) => {
             let opts = KillContainerOptionsBuilder::default()
                 .signal(sig.as_str())
@@ -142,11 +138,8 @@ pub async fn container_publishing(port: u16) -> Option<String> {
 
 /// Stops a container for the HTTP-01 "pause" strategy; returns when it is stopped.
 pub async fn stop_container(name: &str) -> Result<Instant, String> {
-    let opts = StopContainerOptionsBuilder::default()
-        .t(STOP_GRACE_SECS)
-        .build();
     let d = docker().await?;
-    d.stop_container(name, Some(opts))
+    d.stop_container(name, None::<StopContainerOptions>)
         .await
         .map_err(|e| format!("cannot stop container {name}: {e}"))?;
     Ok(Instant::now())

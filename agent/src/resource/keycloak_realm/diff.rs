@@ -455,3 +455,169 @@ pub fn missing_scopes(d: &Desired, o: &Observed) -> Vec<String> {
     }
     out.into_iter().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::resource::keycloak_realm::ObservedRealm;
+    use crate::resource::keycloak_realm::render::{self, Flavor, Settings};
+
+    fn desired() -> Desired {
+        render::render(&Settings {
+            flavor: Flavor::Keycloak26,
+            realm: "demo".into(),
+            kheops_origin: "https://kh.example".into(),
+            registration_allowed: false,
+            ssl_required: "external".into(),
+            frontend_url: Some("https://kh.example/auth".into()),
+        })
+    }
+
+    /// What Keycloak would answer once everything is applied, plus fields of its own.
+    fn converged(d: &Desired) -> Observed {
+        let mut rep = realm_json(&d.realm);
+        rep["attributes"]["cibaInterval"] = json!("5");
+        rep["id"] = json!("r-1");
+        let mut scopes = BTreeMap::new();
+        for s in &d.client_scopes {
+            let mut v = scope_json(s);
+            v["protocolMappers"] = Value::Array(
+                s.mappers
+                    .iter()
+                    .map(|m| {
+                        let mut j = mapper_json(m);
+                        j["config"]["lightweight.claim"] = json!("false");
+                        j
+                    })
+                    .collect(),
+            );
+            scopes.insert(s.name.clone(), v);
+        }
+        let mut clients = BTreeMap::new();
+        for c in &d.clients {
+            let mut v = client_json(c);
+            v["defaultClientScopes"] = json!(c.default_scopes.clone().unwrap_or_default());
+            v["optionalClientScopes"] = json!(c.optional_scopes.clone().unwrap_or_default());
+            v["protocolMappers"] = Value::Array(c.mappers.iter().map(mapper_json).collect());
+            if let Some(r) = &c.redirect_uris {
+                // Order is not significant.
+                let mut r = r.clone();
+                r.reverse();
+                v["redirectUris"] = json!(r);
+            }
+            let mut grants = BTreeMap::new();
+            if c.service_accounts {
+                grants.insert(
+                    "realm-management".to_string(),
+                    (
+                        vec!["view-users".to_string()],
+                        vec!["view-users".to_string()],
+                    ),
+                );
+            }
+            clients.insert(
+                c.client_id.clone(),
+                ObservedClient {
+                    rep: v,
+                    secret_matches: c.secret_from_file.then_some(true),
+                    grants,
+                },
+            );
+        }
+        Observed {
+            realm: Some(ObservedRealm {
+                rep,
+                scopes,
+                scope_names: ["kheops", "basic", "profile"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                clients,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_converged_realm_needs_nothing() {
+        let d = desired();
+        assert_eq!(steps(&d, &converged(&d)), Vec::new());
+        assert!(missing_scopes(&d, &converged(&d)).is_empty());
+    }
+
+    #[test]
+    fn a_missing_realm_is_created_whole() {
+        let d = desired();
+        let s = steps(&d, &Observed { realm: None });
+        assert!(matches!(s.first(), Some(Step::CreateRealm { .. })));
+        let text: Vec<String> = s.iter().map(|s| s.describe("demo")).collect();
+        assert!(
+            text.contains(&"+ client-scope kheops".to_string()),
+            "{text:?}"
+        );
+        assert_eq!(
+            s.iter()
+                .filter(|s| matches!(s, Step::GrantRole { .. } | Step::AddScopeMapping { .. }))
+                .count(),
+            2
+        );
+    }
+
+    #[test]
+    fn each_drift_is_one_step_and_nothing_is_deleted() {
+        let d = desired();
+        let mut o = converged(&d);
+        let Some(r) = o.realm.as_mut() else {
+            panic!("converged has a realm")
+        };
+        // By hand: view-users removed, origin changed, extra default scope, mapper flag flipped,
+        // secret rotated, an unrelated client added.
+        if let Some(ka) = r.clients.get_mut("kheopsAuthorization") {
+            ka.grants.insert(
+                "realm-management".into(),
+                (vec![], vec!["view-users".into()]),
+            );
+            ka.secret_matches = Some(false);
+        }
+        if let Some(lc) = r.clients.get_mut("loginConnect") {
+            lc.rep["webOrigins"] = json!(["*"]);
+            lc.rep["defaultClientScopes"] = json!(["kheops", "basic", "profile"]);
+            lc.rep["protocolMappers"][0]["config"]["id.token.claim"] = json!("true");
+        }
+        let s = steps(&d, &o);
+        let text = s
+            .iter()
+            .map(|s| s.describe("demo"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            text.contains("webOrigins: [\"*\"] -> [\"https://kh.example\"]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("- client loginConnect default scope profile"),
+            "{text}"
+        );
+        assert!(
+            text.contains("config.id.token.claim: \"true\" -> \"false\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("+ service-account role realm-management/view-users"),
+            "{text}"
+        );
+        assert!(
+            text.contains("secret: differs from the managed file <redacted>"),
+            "{text}"
+        );
+        assert!(!text.contains("scope mapping"), "{text}");
+        assert_eq!(s.len(), 5, "{text}");
+        // Mapper updates keep Keycloak's own config keys.
+        let upd = s.iter().find_map(|s| match s {
+            Step::UpdateMapper { body, .. } => Some(body.clone()),
+            _ => None,
+        });
+        assert!(upd.is_some());
+    }
+}

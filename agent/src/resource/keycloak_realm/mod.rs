@@ -379,3 +379,104 @@ pub fn reveal(roots: &Roots, path: &str) -> Result<String, FieldError> {
     }
     Ok(value.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn good() -> v1::KeycloakRealm {
+        v1::KeycloakRealm {
+            admin: Some(v1::KeycloakAdmin {
+                url: "https://127.0.0.1:8443/auth".into(),
+                credential_file: "/r/kc/admin".into(),
+                ..Default::default()
+            }),
+            kheops_origin: "https://kheops.example.org".into(),
+            client_secret_file: "/r/kc/secret".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_seed() -> Result<(), FieldError> {
+        let s = from_proto(&good(), &Roots::new(&["/r".into()]))?;
+        assert_eq!(s.settings.realm, "demo");
+        assert_eq!(s.settings.ssl_required, "external");
+        assert_eq!(s.settings.flavor, Flavor::Keycloak26);
+        assert_eq!(s.admin.realm, "master");
+        assert_eq!(s.admin.username, "admin");
+        Ok(())
+    }
+
+    #[test]
+    fn every_refusal_names_its_field() {
+        let roots = Roots::new(&["/r".into()]);
+        type Change = Box<dyn Fn(&mut v1::KeycloakRealm)>;
+        let cases: Vec<(Change, &str)> = vec![
+            (Box::new(|p| p.admin = None), "admin"),
+            (
+                Box::new(|p| {
+                    if let Some(a) = p.admin.as_mut() {
+                        a.url = "127.0.0.1:8443".into()
+                    }
+                }),
+                "admin.url",
+            ),
+            (
+                Box::new(|p| {
+                    if let Some(a) = p.admin.as_mut() {
+                        a.credential_file = "/etc/shadow".into()
+                    }
+                }),
+                "admin.credential_file",
+            ),
+            (Box::new(|p| p.realm = "master".into()), "realm"),
+            (Box::new(|p| p.realm = "a b".into()), "realm"),
+            (
+                Box::new(|p| p.kheops_origin = "https://kh/x".into()),
+                "kheops_origin",
+            ),
+            (
+                Box::new(|p| p.kheops_origin = "kh.example".into()),
+                "kheops_origin",
+            ),
+            (
+                Box::new(|p| p.ssl_required = "always".into()),
+                "ssl_required",
+            ),
+            (
+                Box::new(|p| p.frontend_url = "kh/auth".into()),
+                "frontend_url",
+            ),
+            (Box::new(|p| p.flavor = 9), "flavor"),
+            (
+                Box::new(|p| p.client_secret_file = "../x".into()),
+                "client_secret_file",
+            ),
+        ];
+        for (change, field) in cases {
+            let mut p = good();
+            change(&mut p);
+            assert_eq!(from_proto(&p, &roots).err().map(|e| e.field), Some(field));
+        }
+    }
+
+    #[test]
+    fn reveal_reads_only_one_word_files_under_the_roots() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().canonicalize()?;
+        let roots = Roots::new(std::slice::from_ref(&root));
+        std::fs::write(root.join("s"), "abc123\n")?;
+        std::fs::write(root.join("env"), "A=1\nB=2\n")?;
+        assert_eq!(
+            reveal(&roots, &root.join("s").to_string_lossy())
+                .ok()
+                .as_deref(),
+            Some("abc123")
+        );
+        assert!(reveal(&roots, &root.join("env").to_string_lossy()).is_err());
+        assert!(reveal(&roots, "/etc/passwd").is_err());
+        assert!(reveal(&roots, &root.join("missing").to_string_lossy()).is_err());
+        Ok(())
+    }
+}

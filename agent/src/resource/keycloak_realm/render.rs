@@ -288,10 +288,13 @@ pub fn import_json(d: &Desired, secret: Option<&str>) -> Value {
     realm["users"] = Value::Array(users);
     let mut csm = serde_json::Map::new();
     for g in &d.scope_mappings {
-        csm.entry(g.role_client.clone())
+        if let Some(a) = csm
+            .entry(g.role_client.clone())
             .or_insert_with(|| Value::Array(Vec::new()))
             .as_array_mut()
-            .map(|a| a.push(json!({ "client": g.client, "roles": [g.role] })));
+        {
+            a.push(json!({ "client": g.client, "roles": [g.role] }));
+        }
     }
     realm["clientScopeMappings"] = Value::Object(csm);
     realm
