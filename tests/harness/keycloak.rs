@@ -130,6 +130,8 @@ pub struct Keycloak {
 }
 
 static SHARED: OnceLock<Keycloak> = OnceLock::new();
+/// One boot at a time: on a 2-CPU runner, JVMs booting together take three times as long each.
+static BOOTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl Keycloak {
     /// The binary's shared instance (started on first use, killed when the process exits).
@@ -163,6 +165,7 @@ impl Keycloak {
     }
 
     fn launch(legacy: bool) -> Keycloak {
+        let _booting = BOOTING.lock().unwrap_or_else(|e| e.into_inner());
         let src = if legacy { legacy_dist() } else { dist() };
         let dir = tempfile::Builder::new()
             .prefix("kagent-kc-")

@@ -134,7 +134,22 @@ fn realm_plan(events: &[kagent_proto::v1::Event]) -> (Action, String) {
     )
 }
 
+/// An admin session for the test's own changes. Master-realm tokens live 60 s by default, which
+/// a slow runner exceeds within one test: the first session raises that lifespan for the test
+/// Keycloak (the agent logs in per read and per apply and does not need it).
 async fn kc_admin(url: &str) -> Admin {
+    let first = login_master(url).await;
+    send(
+        &first,
+        Method::PUT,
+        "/master",
+        json!({ "realm": "master", "accessTokenLifespan": 3600 }),
+    )
+    .await;
+    login_master(url).await
+}
+
+async fn login_master(url: &str) -> Admin {
     Admin::login(
         Client::new(None).expect("http client"),
         &Login {
