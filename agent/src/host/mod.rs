@@ -8,3 +8,4 @@ pub mod fs;
 pub mod http;
 pub mod os_release;
 pub mod target;
+pub mod tls;
