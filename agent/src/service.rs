@@ -40,15 +40,16 @@ impl AgentService {
         }
     }
 
-    /// Identity, `begin` audit record, then authorization, for a mutating call other than
-    /// Apply: a refused attempt is recorded (`end: denied`) like any other.
+    /// Identity, `begin` audit record, then authorization, for a mutating call: a refused
+    /// attempt is recorded (`end: denied`) like any other.
     fn begin_mutation<T: Message>(
         &self,
         req: &Request<T>,
         rpc: &'static str,
+        operation_id: Option<&str>,
     ) -> Result<(Caller, crate::audit::Begun), Status> {
         let who = identity(req)?;
-        let begun = self.audit_begin(&who, rpc, req.get_ref())?;
+        let begun = self.audit_begin(&who, rpc, req.get_ref(), operation_id)?;
         if let Err(denied) = authorize(&who, rpc) {
             self.engine
                 .audit()
@@ -58,17 +59,18 @@ impl AgentService {
         Ok((who, begun))
     }
 
-    /// The `begin` audit record of a mutating call other than Apply.
+    /// The `begin` audit record of a mutating call.
     fn audit_begin<T: Message>(
         &self,
         who: &Caller,
         rpc: &'static str,
         req: &T,
+        operation_id: Option<&str>,
     ) -> Result<crate::audit::Begun, Status> {
         let digest = hex::encode(Sha256::digest(req.encode_to_vec()));
         self.engine
             .audit()
-            .begin(who, rpc, digest, None)
+            .begin(who, rpc, digest, operation_id.map(str::to_owned))
             .map_err(|e| {
                 tracing::error!(error = %e, rpc, "refusing call: audit log not writable");
                 Status::unavailable(format!(
@@ -167,7 +169,7 @@ impl Agent for AgentService {
         req: Request<v1::RestartContainerRequest>,
     ) -> Result<Response<v1::RestartContainerReply>, Status> {
         const RPC: &str = "/kagent.v1.Agent/RestartContainer";
-        let (who, begun) = self.begin_mutation(&req, RPC)?;
+        let (who, begun) = self.begin_mutation(&req, RPC, None)?;
         let req = req.into_inner();
         tracing::info!(caller = %who.subject, container = %req.name, "restart container");
         match crate::containers::restart(&req.name, req.timeout_s).await {
@@ -196,29 +198,11 @@ impl Agent for AgentService {
 
     async fn apply(&self, req: Request<v1::ApplyRequest>) -> Result<Response<EventStream>, Status> {
         const RPC: &str = "/kagent.v1.Agent/Apply";
-        let who = identity(&req)?;
-        let req = req.into_inner();
         let id = Engine::new_operation_id();
-        // The audit record comes first, even for a spec that turns out invalid: the log answers
-        // "who asked for what", not only "what changed". No record, no call.
-        let digest = hex::encode(Sha256::digest(req.encode_to_vec()));
-        let begun = self
-            .engine
-            .audit()
-            .begin(&who, RPC, digest, Some(id.clone()))
-            .map_err(|e| {
-                tracing::error!(error = %e, "refusing Apply: audit log not writable");
-                Status::unavailable(format!(
-                    "{e}; the call was refused because it could not be audited"
-                ))
-            })?;
-        // A refused attempt is recorded too: it is exactly what an audit is for.
-        if let Err(denied) = authorize(&who, RPC) {
-            self.engine
-                .audit()
-                .end(&begun, &format!("denied: {}", denied.message()));
-            return Err(denied);
-        }
+        // The audit record comes first, even for a spec that turns out invalid or a caller
+        // without the role: the log answers "who asked for what", not only "what changed".
+        let (who, begun) = self.begin_mutation(&req, RPC, Some(&id))?;
+        let req = req.into_inner();
         let spec = req.spec.unwrap_or_default();
         let valid = match self.engine.validate(&spec) {
             Ok(v) => v,
@@ -307,7 +291,7 @@ impl Agent for AgentService {
         req: Request<v1::PrepareRotationRequest>,
     ) -> Result<Response<v1::PrepareRotationReply>, Status> {
         const RPC: &str = "/kagent.v1.Agent/PrepareRotation";
-        let (_who, begun) = self.begin_mutation(&req, RPC)?;
+        let (_who, begun) = self.begin_mutation(&req, RPC, None)?;
         let result = self.trust.prepare_rotation().await;
         self.engine.audit().end(
             &begun,
@@ -329,7 +313,7 @@ impl Agent for AgentService {
         req: Request<v1::CompleteRotationRequest>,
     ) -> Result<Response<v1::CompleteRotationReply>, Status> {
         const RPC: &str = "/kagent.v1.Agent/CompleteRotation";
-        let (_who, begun) = self.begin_mutation(&req, RPC)?;
+        let (_who, begun) = self.begin_mutation(&req, RPC, None)?;
         let result = self.trust.complete_rotation(&req.get_ref().cert_pem).await;
         self.engine.audit().end(
             &begun,
@@ -362,25 +346,9 @@ impl Agent for AgentService {
         req: Request<v1::RenewCertificateRequest>,
     ) -> Result<Response<EventStream>, Status> {
         const RPC: &str = "/kagent.v1.Agent/RenewCertificate";
-        let who = identity(&req)?;
-        let req = req.into_inner();
         let id = Engine::new_operation_id();
-        let digest = hex::encode(Sha256::digest(req.encode_to_vec()));
-        let begun = self
-            .engine
-            .audit()
-            .begin(&who, RPC, digest, Some(id.clone()))
-            .map_err(|e| {
-                Status::unavailable(format!(
-                    "{e}; the call was refused because it could not be audited"
-                ))
-            })?;
-        if let Err(denied) = authorize(&who, RPC) {
-            self.engine
-                .audit()
-                .end(&begun, &format!("denied: {}", denied.message()));
-            return Err(denied);
-        }
+        let (who, begun) = self.begin_mutation(&req, RPC, Some(&id))?;
+        let req = req.into_inner();
         let spec = match crate::scheduler::renewal_spec(
             &self.engine,
             &self.state_dir,
@@ -408,7 +376,7 @@ impl Agent for AgentService {
         req: Request<v1::RevealSecretRequest>,
     ) -> Result<Response<v1::RevealSecretReply>, Status> {
         const RPC: &str = "/kagent.v1.Agent/RevealSecret";
-        let (who, begun) = self.begin_mutation(&req, RPC)?;
+        let (who, begun) = self.begin_mutation(&req, RPC, None)?;
         let req = req.into_inner();
         tracing::info!(caller = %who.subject, path = %req.path, "reveal secret");
         let roots = self.engine.roots().clone();
@@ -440,7 +408,7 @@ impl Agent for AgentService {
         req: Request<v1::ExportKeycloakRealmRequest>,
     ) -> Result<Response<v1::ExportKeycloakRealmReply>, Status> {
         const RPC: &str = "/kagent.v1.Agent/ExportKeycloakRealm";
-        let (who, begun) = self.begin_mutation(&req, RPC)?;
+        let (who, begun) = self.begin_mutation(&req, RPC, None)?;
         let req = req.into_inner();
         use crate::resource::keycloak_realm;
         let admin = match keycloak_realm::admin_from_proto(req.admin.as_ref(), self.engine.roots())
