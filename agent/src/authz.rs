@@ -75,6 +75,7 @@ pub const RULES: &[(&str, Need)] = &[
         "/kagent.v1.Agent/ExportKeycloakRealm",
         Need::Role(Role::Admin),
     ),
+    ("/kagent.v1.Agent/CheckKeycloak", Need::Role(Role::Admin)),
     (
         "/kagent.v1.Enrollment/BeginEnrollment",
         Need::EnrollmentToken,

@@ -5,12 +5,15 @@
 //! Checks that need an admin token (the example access token) only run when one is given,
 //! i.e. on the Keycloak host.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use http::StatusCode;
+use kagent_proto::v1;
 use serde_json::Value;
 
+use crate::host::fs::Roots;
 use crate::host::http::{Client, encode};
+use crate::resource::FieldError;
 
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -26,6 +29,90 @@ pub struct Target {
     pub auth_secret: String,
 }
 
+/// `CheckKeycloak`'s request as a [`Target`] and the CA file to trust: every field checked,
+/// the client secret read from a one-word file under the managed roots.
+pub fn target_from_request(
+    r: &v1::CheckKeycloakRequest,
+    roots: &Roots,
+) -> Result<(Target, Option<PathBuf>), FieldError> {
+    let url = |f: &'static str, v: &str, example: &str| -> Result<String, FieldError> {
+        let v = v.trim_end_matches('/');
+        if (v.starts_with("https://") || v.starts_with("http://"))
+            && v.len() > "https://".len()
+            && !v.contains(char::is_whitespace)
+        {
+            Ok(v.to_string())
+        } else {
+            Err(FieldError::new(
+                f,
+                format!("{v:?}: give an http(s) URL, e.g. {example}"),
+            ))
+        }
+    };
+    let or = |v: &str, default: &str| {
+        if v.is_empty() {
+            default.to_string()
+        } else {
+            v.to_string()
+        }
+    };
+    let base_url = url("base_url", &r.base_url, "https://keycloak.example/auth")?;
+    let kheops_origin = url("kheops_origin", &r.kheops_origin, "https://kheops.example")?;
+    let expected_issuer = match r.expected_issuer.as_str() {
+        "" => None,
+        v => Some(url(
+            "expected_issuer",
+            v,
+            "https://keycloak.example/auth/realms/demo",
+        )?),
+    };
+    let realm = or(&r.realm, "demo");
+    if !realm
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(FieldError::new(
+            "realm",
+            format!("{realm:?}: use letters, digits, '-', '_' or '.'"),
+        ));
+    }
+    let auth_secret = crate::resource::keycloak_realm::reveal(roots, &r.auth_secret_file)
+        .map_err(|e| FieldError::new("auth_secret_file", e.problem))?;
+    let ca_file = match r.ca_file.as_str() {
+        "" => None,
+        p if p.starts_with('/') => Some(PathBuf::from(p)),
+        p => {
+            return Err(FieldError::new(
+                "ca_file",
+                format!("{p:?} is not an absolute path"),
+            ));
+        }
+    };
+    Ok((
+        Target {
+            base_url,
+            realm,
+            kheops_origin,
+            expected_issuer,
+            login_client: or(&r.login_client, "loginConnect"),
+            auth_client: or(&r.auth_client, "kheopsAuthorization"),
+            auth_secret,
+        },
+        ca_file,
+    ))
+}
+
+impl From<Check> for v1::KeycloakCheck {
+    fn from(c: Check) -> v1::KeycloakCheck {
+        v1::KeycloakCheck {
+            name: c.id.name().to_string(),
+            pass: c.pass,
+            detail: c.detail,
+            hint: c.hint,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum CheckId {
     Discovery,
@@ -33,6 +120,7 @@ pub enum CheckId {
     ServiceAccount,
     PasswordGrantRefused,
     RedirectUri,
+    ImplicitFlow,
     IframeOrigin,
     TokenClaims,
 }
@@ -45,6 +133,7 @@ impl CheckId {
             CheckId::ServiceAccount => "service-account",
             CheckId::PasswordGrantRefused => "password-grant-refused",
             CheckId::RedirectUri => "redirect-uri",
+            CheckId::ImplicitFlow => "implicit-flow",
             CheckId::IframeOrigin => "iframe-origin",
             CheckId::TokenClaims => "token-claims",
         }
@@ -117,6 +206,7 @@ impl Checker {
             self.service_account().await,
             self.password_grant_refused().await,
             self.redirect_uri().await,
+            self.implicit_flow().await,
             self.iframe_origin().await,
         ];
         if let Some(a) = admin {
@@ -242,6 +332,30 @@ impl Checker {
         let Some(token) = body["access_token"].as_str() else {
             return fail(id, "no access_token in the answer", "");
         };
+        // What KHEOPS checks in the token before it makes the admin call.
+        let claims = jwt_claims(token).unwrap_or(Value::Null);
+        let (iss, azp) = (claims["iss"].as_str(), claims["azp"].as_str());
+        let want = self.expected_issuer();
+        if iss != Some(want.as_str()) {
+            return fail(
+                id,
+                format!("the service-account token's iss is {iss:?}, KHEOPS expects {want:?}"),
+                "Keycloak signs tokens with the URL it is reached by or its configured hostname: \
+                 set the realm's frontendUrl (or --hostname on 26, KEYCLOAK_FRONTEND_URL on 16) \
+                 to the public base URL KHEOPS uses",
+            );
+        }
+        if azp != Some(self.t.auth_client.as_str()) {
+            return fail(
+                id,
+                format!(
+                    "the service-account token's azp is {azp:?}, expected {:?}",
+                    self.t.auth_client
+                ),
+                "the token was not issued to the KHEOPS authorization client: check the client id \
+                 KHEOPS is configured with",
+            );
+        }
         let base = self.t.base_url.trim_end_matches('/');
         let url = format!("{base}/admin/realms/{}/users?max=1", encode(&self.t.realm));
         match self.http.get(&url, Some(token)).await {
@@ -319,6 +433,46 @@ impl Checker {
                 "\"Invalid parameter: redirect_uri\": add https://KHEOPS-HOME/* to the login \
                  client's redirect URIs (and keep the standard flow on)",
             ),
+            Err(e) => fail(id, e.to_string(), "Keycloak is not reachable from here"),
+        }
+    }
+
+    /// The seed's KHEOPS (0.9) logs in with the implicit flow (`response_type=id_token token`):
+    /// Keycloak answers the login page when it is allowed, and redirects back with
+    /// `error=unauthorized_client` when it is not.
+    pub async fn implicit_flow(&self) -> Check {
+        let id = CheckId::ImplicitFlow;
+        let redirect = format!(
+            "{}/oidc-callback",
+            self.t.kheops_origin.trim_end_matches('/')
+        );
+        let url = format!(
+            "{}/protocol/openid-connect/auth?client_id={}&response_type={}&scope=openid&state=x&nonce=kagent-probe&redirect_uri={}",
+            self.realm_url,
+            encode(&self.t.login_client),
+            encode("id_token token"),
+            encode(&redirect)
+        );
+        match self.http.get(&url, None).await {
+            Ok(r) if r.status == StatusCode::OK => {
+                pass(id, "response_type=id_token token accepted")
+            }
+            Ok(r) => {
+                let why = match &r.location {
+                    Some(l) => location_error(l),
+                    None => r.snippet(),
+                };
+                fail(
+                    id,
+                    format!(
+                        "implicit-flow authorization request: HTTP {} {why}",
+                        r.status
+                    ),
+                    "\"Implicit flow is disabled for the client\": KHEOPS 0.9 (the seed) logs in \
+                     with response_type=id_token token; turn implicitFlowEnabled on for the login \
+                     client (re-apply the keycloak_realm resource)",
+                )
+            }
             Err(e) => fail(id, e.to_string(), "Keycloak is not reachable from here"),
         }
     }
@@ -418,5 +572,103 @@ impl Checker {
              the login client"
         };
         fail(id, format!("missing {missing:?}; scope {scope:?}"), hint)
+    }
+}
+
+/// The claims of a JWT, unverified: only to explain a refusal (KHEOPS verifies the signature).
+fn jwt_claims(token: &str) -> Option<Value> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// `error` and `error_description` of a redirect back to the client, for the detail line.
+fn location_error(location: &str) -> String {
+    let query = location
+        .split_once(['?', '#'])
+        .map(|(_, q)| q)
+        .unwrap_or("");
+    let pairs: Vec<String> = form_urlencoded::parse(query.as_bytes())
+        .filter(|(k, _)| k == "error" || k == "error_description")
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if pairs.is_empty() {
+        format!("redirected to {location}")
+    } else {
+        pairs.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_checked_field_by_field() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let root = dir.path().canonicalize()?;
+        let roots = Roots::new(std::slice::from_ref(&root));
+        std::fs::write(root.join("secret"), "s3cret\n")?;
+        let good = v1::CheckKeycloakRequest {
+            base_url: "https://kc.example/auth/".into(),
+            kheops_origin: "https://kheops.example".into(),
+            auth_secret_file: root.join("secret").to_string_lossy().into_owned(),
+            ..Default::default()
+        };
+        let (t, ca) = target_from_request(&good, &roots)
+            .map_err(|e| std::io::Error::other(format!("{}: {}", e.field, e.problem)))?;
+        assert_eq!(t.base_url, "https://kc.example/auth");
+        assert_eq!(
+            (t.realm.as_str(), t.login_client.as_str()),
+            ("demo", "loginConnect")
+        );
+        assert_eq!(t.auth_client, "kheopsAuthorization");
+        assert_eq!(t.auth_secret, "s3cret");
+        assert!(ca.is_none());
+        let bad = |r: v1::CheckKeycloakRequest| {
+            target_from_request(&r, &roots)
+                .err()
+                .map(|e| e.field)
+                .unwrap_or("accepted")
+        };
+        let mut r = good.clone();
+        r.base_url = "kc.example".into();
+        assert_eq!(bad(r), "base_url");
+        let mut r = good.clone();
+        r.kheops_origin = String::new();
+        assert_eq!(bad(r), "kheops_origin");
+        let mut r = good.clone();
+        r.auth_secret_file = "/etc/shadow".into();
+        assert_eq!(bad(r), "auth_secret_file");
+        let mut r = good.clone();
+        r.realm = "a/b".into();
+        assert_eq!(bad(r), "realm");
+        let mut r = good;
+        r.ca_file = "ca.pem".into();
+        assert_eq!(bad(r), "ca_file");
+        Ok(())
+    }
+
+    #[test]
+    fn jwt_claims_reads_the_payload() {
+        // {"alg":"none"} . {"iss":"https://kc/auth/realms/demo","azp":"kheopsAuthorization"}
+        let t = "eyJhbGciOiJub25lIn0.eyJpc3MiOiJodHRwczovL2tjL2F1dGgvcmVhbG1zL2RlbW8iLCJhenAiOiJraGVvcHNBdXRob3JpemF0aW9uIn0.";
+        let c = jwt_claims(t).expect("claims");
+        assert_eq!(c["iss"], "https://kc/auth/realms/demo");
+        assert_eq!(c["azp"], "kheopsAuthorization");
+        assert!(jwt_claims("not-a-jwt").is_none());
+    }
+
+    #[test]
+    fn location_error_names_keycloaks_reason() {
+        let l = "https://kheops.example/oidc-callback#error=unauthorized_client&error_description=Implicit+flow+is+disabled&state=x";
+        assert_eq!(
+            location_error(l),
+            "error=unauthorized_client, error_description=Implicit flow is disabled"
+        );
+        assert_eq!(location_error("https://x/"), "redirected to https://x/");
     }
 }

@@ -444,6 +444,39 @@ impl Agent for AgentService {
             }
         }
     }
+
+    async fn check_keycloak(
+        &self,
+        req: Request<v1::CheckKeycloakRequest>,
+    ) -> Result<Response<v1::CheckKeycloakReply>, Status> {
+        const RPC: &str = "/kagent.v1.Agent/CheckKeycloak";
+        let (who, begun) = self.begin_mutation(&req, RPC, None)?;
+        let req = req.into_inner();
+        use crate::keycloak_checks::{Checker, target_from_request};
+        let roots = self.engine.roots().clone();
+        let checker = target_from_request(&req, &roots)
+            .map_err(|e| format!("field `{}`: {}", e.field, e.problem))
+            .and_then(|(target, ca)| {
+                Checker::new(target, ca.as_deref()).map_err(|e| format!("field `ca_file`: {e}"))
+            });
+        let checker = match checker {
+            Ok(c) => c,
+            Err(e) => {
+                self.engine.audit().end(&begun, &format!("invalid: {e}"));
+                return Err(Status::invalid_argument(e));
+            }
+        };
+        tracing::info!(caller = %who.subject, url = %req.base_url, realm = %req.realm, "check keycloak");
+        let checks = checker.run_all(None).await;
+        let failed = checks.iter().filter(|c| !c.pass).count();
+        self.engine.audit().end(
+            &begun,
+            &format!("ok: {} checks, {failed} failed", checks.len()),
+        );
+        Ok(Response::new(v1::CheckKeycloakReply {
+            checks: checks.into_iter().map(Into::into).collect(),
+        }))
+    }
 }
 
 /// The enrollment service: token-authenticated, served while the agent has no fleet

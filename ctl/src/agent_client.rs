@@ -110,6 +110,17 @@ impl AgentClient {
         Ok(reply.json)
     }
 
+    /// The realm's verification checks, run by the agent from its host (admin; audited).
+    pub async fn check_keycloak(
+        &mut self,
+        request: v1::CheckKeycloakRequest,
+    ) -> Result<Vec<v1::KeycloakCheck>, Status> {
+        let call = self.grpc.check_keycloak(request);
+        let reply = with_timeout(call).await?.into_inner();
+        self.answered = true;
+        Ok(reply.checks)
+    }
+
     /// Starts a renewal operation (one certificate, or all when `name` is empty).
     pub async fn renew_certificate(
         &mut self,

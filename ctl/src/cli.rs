@@ -287,6 +287,7 @@ pub enum KeycloakCommand {
 Examples:
   kctl keycloak export kc.example --realm demo > demo-realm.json
   kctl keycloak export kc.example --realm demo --include-secrets > demo-backup.json
+  kctl keycloak export kc.example --url https://127.0.0.1:8443/auth --keycloak-ca-file /srv/kctl/keycloak/ca.pem
 
 The agent on HOST reads the realm over Keycloak's Admin REST API with the credential file on
 that host. Client secrets are left out unless --include-secrets is given; the service-account
@@ -316,12 +317,54 @@ users and their roles are included so that an import works as is.")]
         /// Log in as this service client (client credentials) instead of a user.
         #[arg(long, value_name = "CLIENT_ID")]
         admin_client_id: Option<String>,
-        /// PEM CA bundle on the host trusted for Keycloak's https.
+        /// PEM CA bundle on the host trusted for Keycloak's https (default: the host's system
+        /// roots). Not `--ca-file`, which is the fleet CA kctl trusts for agents.
         #[arg(long, value_name = "PATH")]
-        ca_file: Option<String>,
+        keycloak_ca_file: Option<String>,
         /// Include client secrets (a full backup; keep the file private).
         #[arg(long)]
         include_secrets: bool,
+    },
+    /// Check from HOST that Keycloak is usable by the KHEOPS there: run on the KHEOPS host's
+    /// agent, it reaches Keycloak as KHEOPS will. Exit code 1 when a check fails.
+    #[command(after_help = "\
+Examples:
+  kctl keycloak check kheops.example --url https://keycloak.example/auth --kheops-origin https://kheops.example --secret-file /srv/kctl/kheops/secrets/kheops_auth_client_secret
+  kctl keycloak check kheops.example --url https://keycloak.example/auth --kheops-origin https://kheops.example --secret-file /srv/kctl/kheops/auth-secret -o json
+
+Checks: discovery (reachable, issuer as KHEOPS expects), jwks (an RS256 key), service-account
+(client-credentials token: its iss and azp, then GET /admin/realms/REALM/users?max=1 as KHEOPS
+does), password-grant-refused, redirect-uri, implicit-flow, iframe-origin (the KHEOPS origin
+204, a foreign one 403). Each failure prints the likely cause and the fix. The client secret is
+read from a file on HOST (kctl reveal on the Keycloak host gives its value); it is sent only to
+Keycloak's token endpoint. Needs the admin role; audited.")]
+    Check {
+        /// The agent to check from (the KHEOPS host): NAME[:PORT].
+        host: Target,
+        /// Keycloak's base URL as KHEOPS reaches it (with /auth where used).
+        #[arg(long, value_name = "URL")]
+        url: String,
+        /// The realm.
+        #[arg(long, default_value = "demo")]
+        realm: String,
+        /// KHEOPS' origin: https://KHEOPS-HOME.
+        #[arg(long, value_name = "URL")]
+        kheops_origin: String,
+        /// The kheopsAuthorization client secret: a one-word file on HOST under its managed roots.
+        #[arg(long, value_name = "PATH")]
+        secret_file: String,
+        /// The issuer KHEOPS expects (KHEOPS_OIDC_PROVIDER). Default: URL/realms/REALM.
+        #[arg(long, value_name = "URL")]
+        expected_issuer: Option<String>,
+        /// The public login client.
+        #[arg(long, default_value = "loginConnect", value_name = "CLIENT_ID")]
+        login_client: String,
+        /// The confidential service-account client.
+        #[arg(long, default_value = "kheopsAuthorization", value_name = "CLIENT_ID")]
+        auth_client: String,
+        /// PEM CA bundle on HOST trusted for Keycloak's https (default: HOST's system roots).
+        #[arg(long, value_name = "PATH")]
+        keycloak_ca_file: Option<String>,
     },
 }
 
@@ -450,6 +493,58 @@ mod tests {
     #[test]
     fn the_cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    /// Every `kctl ...` line of every `Examples:` section parses (and reads back: clap checks an
+    /// argument's type only when it is taken out, e.g. a subcommand flag shadowing a global one).
+    #[test]
+    fn every_documented_example_parses() {
+        fn walk(cmd: &clap::Command, out: &mut Vec<String>) {
+            if let Some(help) = cmd.get_after_help() {
+                for line in help.to_string().lines() {
+                    let line = line.trim_start();
+                    if let Some(rest) = line.strip_prefix("kctl ") {
+                        // Up to a comment, a pipe or a redirection.
+                        let cut = rest
+                            .find(" #")
+                            .into_iter()
+                            .chain(rest.find(" |"))
+                            .chain(rest.find(" >"))
+                            .min()
+                            .unwrap_or(rest.len());
+                        out.push(rest[..cut].trim().to_string());
+                    }
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, out);
+            }
+        }
+        let mut examples = Vec::new();
+        walk(&Cli::command(), &mut examples);
+        assert!(examples.len() > 20, "found only {examples:?}");
+        for ex in examples {
+            let mut args = vec!["kctl".to_string()];
+            let mut quoted: Option<String> = None;
+            for word in ex.split_whitespace() {
+                match quoted.as_mut() {
+                    Some(q) => {
+                        q.push(' ');
+                        q.push_str(word.trim_end_matches('"'));
+                        if word.ends_with('"') {
+                            args.extend(quoted.take());
+                        }
+                    }
+                    None if word.starts_with('"') && !(word.len() > 1 && word.ends_with('"')) => {
+                        quoted = Some(word.trim_start_matches('"').to_string());
+                    }
+                    None => args.push(word.trim_matches('"').to_string()),
+                }
+            }
+            if let Err(e) = Cli::try_parse_from(&args) {
+                panic!("example `kctl {ex}` does not parse: {e}");
+            }
+        }
     }
 
     #[test]

@@ -184,6 +184,13 @@ impl Agent for FakeAgent {
         Err(Status::unimplemented("fake agent"))
     }
 
+    async fn check_keycloak(
+        &self,
+        _: Request<v1::CheckKeycloakRequest>,
+    ) -> Result<Response<v1::CheckKeycloakReply>, Status> {
+        Err(Status::unimplemented("fake agent"))
+    }
+
     async fn container_status(
         &self,
         _: Request<v1::ContainerStatusRequest>,

@@ -29,6 +29,10 @@ pub struct AgentBuilder {
     client_ca: PathBuf,
     env: Vec<(String, String)>,
     bin: Option<PathBuf>,
+    netns: Option<String>,
+    listen: Option<SocketAddr>,
+    docker_host: Option<String>,
+    tls_name: String,
 }
 
 impl AgentBuilder {
@@ -38,6 +42,10 @@ impl AgentBuilder {
             client_ca: pki.ca_cert.clone(),
             env: Vec::new(),
             bin: None,
+            netns: None,
+            listen: None,
+            docker_host: None,
+            tls_name: "localhost".into(),
         }
     }
 
@@ -65,6 +73,31 @@ impl AgentBuilder {
         self
     }
 
+    /// Run the agent inside the network namespace `/var/run/netns/NAME` (through
+    /// `nsenter --net=`, which execs the agent: the child's pid stays the agent's).
+    pub fn netns(mut self, name: &str) -> Self {
+        self.netns = Some(name.to_string());
+        self
+    }
+
+    /// Listen on this address instead of a free port on 127.0.0.1.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = Some(addr);
+        self
+    }
+
+    /// Write `docker_host` into the config (e.g. a simulated VM's own engine).
+    pub fn docker_host(mut self, host: &str) -> Self {
+        self.docker_host = Some(host.to_string());
+        self
+    }
+
+    /// The name clients check the server certificate against (default `localhost`).
+    pub fn tls_name(mut self, name: &str) -> Self {
+        self.tls_name = name.to_string();
+        self
+    }
+
     /// Writes the config and binds the notify socket, without starting the process.
     pub fn build(self) -> Agent {
         let dir = tempfile::Builder::new()
@@ -88,11 +121,16 @@ impl AgentBuilder {
             stdout_path: base.join("stdout.log"),
             state_dir,
             root,
-            addr: SocketAddr::from(([127, 0, 0, 1], crate::free_port())),
+            addr: self
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], crate::free_port()))),
             server: self.server,
             client_ca: self.client_ca,
             env: self.env,
             bin,
+            netns: self.netns,
+            docker_host: self.docker_host,
+            tls_name: self.tls_name,
             child: None,
             notify,
             notify_path,
@@ -126,6 +164,10 @@ pub struct Agent {
     client_ca: PathBuf,
     env: Vec<(String, String)>,
     bin: PathBuf,
+    /// Run inside this network namespace (`nsenter --net=/var/run/netns/NAME`).
+    netns: Option<String>,
+    docker_host: Option<String>,
+    tls_name: String,
     child: Option<Child>,
     notify: UnixDatagram,
     /// Every notify message received so far (e.g. "READY=1", "STOPPING=1").
@@ -151,7 +193,13 @@ impl Agent {
         self.dir.path()
     }
 
-    /// The config the harness writes: listen, state_dir, managed_roots, tls.
+    /// The name its server certificate is checked against by [`crate::grpc::client`].
+    pub fn tls_name(&self) -> &str {
+        &self.tls_name
+    }
+
+    /// The config the harness writes: listen, state_dir, managed_roots, tls (and
+    /// `docker_host` when the builder set one).
     pub fn config_table(&self) -> toml::Table {
         let mut tls = toml::Table::new();
         tls.insert("cert".into(), path_value(&self.server.cert));
@@ -165,6 +213,9 @@ impl Agent {
             toml::Value::Array(vec![path_value(&self.root)]),
         );
         t.insert("tls".into(), toml::Value::Table(tls));
+        if let Some(host) = &self.docker_host {
+            t.insert("docker_host".into(), toml::Value::String(host.clone()));
+        }
         t
     }
 
@@ -214,7 +265,14 @@ impl Agent {
             .append(true)
             .open(&self.stdout_path)
             .expect("open stdout log");
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/var/run/netns/{ns}")).arg(&self.bin);
+                c
+            }
+            None => Command::new(&self.bin),
+        };
         cmd.arg("--config").arg(&self.config);
         // The agent reads `KAGENT_*` as config overrides: never leak the harness' own
         // (KAGENT_BIN, KAGENT_PYTHON, ...) into it, only what the test asked for.
@@ -423,7 +481,7 @@ impl Agent {
             .unwrap_or_default()
     }
 
-    /// `https://127.0.0.1:PORT`
+    /// `https://ADDR:PORT` (`127.0.0.1` unless the builder set `listen`)
     pub fn endpoint(&self) -> String {
         format!("https://{}", self.addr)
     }

@@ -68,13 +68,14 @@ pub async fn client_for(
         .max_encoding_message_size(64 << 20))
 }
 
-/// A client to `agent` with `identity` (None: no client certificate), dialling "localhost".
+/// A client to `agent` with `identity` (None: no client certificate), checking the server
+/// certificate against the agent's [`Agent::tls_name`] ("localhost" unless the builder set one).
 pub async fn client(
     pki: &Pki,
     agent: &Agent,
     identity: Option<&BundlePaths>,
 ) -> Result<AgentClient<Channel>, Refused> {
-    client_for(&pki.ca_cert, identity, agent.addr, "localhost").await
+    client_for(&pki.ca_cert, identity, agent.addr, agent.tls_name()).await
 }
 
 /// The admin client to `agent`; panics if it cannot connect.

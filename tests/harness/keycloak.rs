@@ -2,7 +2,10 @@
 //! (`org.keycloak:keycloak-quarkus-dist:VERSION:zip`, fetched once by `tests/run` into
 //! `target/keycloak-dist/`, or here with `mvn` if it is missing), unpacked once under a file
 //! lock, copied per instance (Keycloak writes its build and H2 data into its own tree), run with
-//! `start-dev` (dev-file H2) on free loopback ports over plain HTTP under `/auth`.
+//! `start-dev` (dev-file H2) on free loopback ports under `/auth`, over HTTPS only, with a
+//! certificate for `127.0.0.1`/`localhost` from a throwaway CA made by `kctl::ca` (rcgen):
+//! clients trust [`Keycloak::ca_file`]. The legacy 16.1.1 (WildFly) serves the same kind of
+//! certificate from a PKCS#12 file put where its key store expects `application.keystore`.
 //!
 //! `Keycloak::shared()` is one instance per test binary (each test uses its own realm); a small
 //! watchdog kills it when the test process exits. `Keycloak::start()` is an owned instance,
@@ -12,14 +15,13 @@
 //! default: the first of /usr/lib/jvm/{temurin-25,temurin-21,java-21-openjdk}-…).
 
 use std::fs::OpenOptions;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use kctl::ca::{BundlePaths, Ca, Validity};
 use nix::fcntl::{Flock, FlockArg};
 
 pub const VERSION: &str = "26.5.6";
@@ -118,9 +120,11 @@ fn dist_of(artifact: &str, v: &str) -> PathBuf {
 
 /// One running Keycloak.
 pub struct Keycloak {
-    /// `http://127.0.0.1:PORT/auth`
+    /// `https://127.0.0.1:PORT/auth`
     pub url: String,
     pub port: u16,
+    /// The PEM CA certificate that signed Keycloak's server certificate.
+    pub ca_file: PathBuf,
     /// The version running (26.x or 16.1.1).
     pub version: String,
     pub log: PathBuf,
@@ -159,7 +163,7 @@ impl Keycloak {
         Keycloak::launch(false)
     }
 
-    /// A fresh legacy 16.1.1 (WildFly, `standalone.sh`, default Java), plain HTTP under `/auth`.
+    /// A fresh legacy 16.1.1 (WildFly, `standalone.sh`, default Java), HTTPS under `/auth`.
     pub fn start_legacy() -> Keycloak {
         Keycloak::launch(true)
     }
@@ -179,16 +183,19 @@ impl Keycloak {
             .status()
             .expect("cp the distribution");
         assert!(st.success(), "cp -a {} failed", src.display());
+        let tls = server_tls(dir.path());
         let port = crate::free_port();
         let mgmt = crate::free_port();
+        let http = crate::free_port();
         let log = dir.path().join("keycloak.log");
         let out = std::fs::File::create(&log).expect("create the Keycloak log");
         let err = out.try_clone().expect("clone log handle");
         let t0 = Instant::now();
         let child = if legacy {
-            // All WildFly ports move by one offset: HTTP on the free port, the others (9990,
-            // 8443, 8009, 4712, 4713) by the same amount.
-            let offset = port.saturating_sub(8080);
+            // All WildFly ports move by one offset: HTTPS on the free port, the others (8080,
+            // 9990, 8009, 4712, 4713) by the same amount.
+            let offset = port.saturating_sub(8443);
+            legacy_keystore(&home, &tls);
             let st = Command::new(home.join("bin/add-user-keycloak.sh"))
                 .args(["-u", ADMIN_USER, "-p", ADMIN_PASSWORD])
                 .stdout(Stdio::null())
@@ -208,11 +215,12 @@ impl Keycloak {
                 .spawn()
                 .expect("start standalone.sh")
         } else {
-            Keycloak::spawn_quarkus(&home, port, mgmt, out, err)
+            Keycloak::spawn_quarkus(&home, [port, http, mgmt], &tls, out, err)
         };
         let mut kc = Keycloak {
-            url: format!("http://127.0.0.1:{port}/auth"),
+            url: format!("https://127.0.0.1:{port}/auth"),
             port,
+            ca_file: tls.ca.clone(),
             version: if legacy {
                 LEGACY_VERSION.to_string()
             } else {
@@ -224,7 +232,7 @@ impl Keycloak {
             _dir: dir,
         };
         loop {
-            if http_status(port, "/auth/realms/master") == Some(200) {
+            if https_status(&kc.url, "/realms/master", &kc.ca_file) == Some(200) {
                 break;
             }
             if let Ok(Some(status)) = kc.child.try_wait() {
@@ -253,8 +261,8 @@ impl Keycloak {
 
     fn spawn_quarkus(
         home: &Path,
-        port: u16,
-        mgmt: u16,
+        [port, http, mgmt]: [u16; 3],
+        tls: &BundlePaths,
         out: std::fs::File,
         err: std::fs::File,
     ) -> Child {
@@ -262,7 +270,12 @@ impl Keycloak {
         Command::new(home.join("bin/kc.sh"))
             .args([
                 "start-dev",
-                &format!("--http-port={port}"),
+                // start-dev keeps plain HTTP on whatever `--http-enabled` says: give it a free
+                // port of its own (the tests only use https).
+                &format!("--http-port={http}"),
+                &format!("--https-port={port}"),
+                &format!("--https-certificate-file={}", tls.cert.display()),
+                &format!("--https-certificate-key-file={}", tls.key.display()),
                 "--http-host=127.0.0.1",
                 "--http-relative-path=/auth",
                 &format!("--http-management-port={mgmt}"),
@@ -315,17 +328,70 @@ impl Drop for Keycloak {
     }
 }
 
-/// Status of a plain HTTP/1.0 GET on loopback, `None` if nothing answers.
-fn http_status(port: u16, path: &str) -> Option<u16> {
-    let mut s = TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_secs(2),
+/// Status of an HTTPS GET (curl, trusting `ca`), `None` if nothing answers yet.
+fn https_status(base: &str, path: &str, ca: &Path) -> Option<u16> {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
+        .arg("--cacert")
+        .arg(ca)
+        .arg(format!("{base}{path}"))
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .ok()
+        .filter(|c| *c != 0)
+}
+
+/// A CA and a server certificate for `localhost` / `127.0.0.1` under `dir/tls`.
+fn server_tls(dir: &Path) -> BundlePaths {
+    let ca = Ca::generate("kagent test keycloak CA", Validity::days(2)).expect("generate CA");
+    ca.issue_agent(
+        "localhost",
+        &[],
+        &["127.0.0.1".parse().expect("ip")],
+        Validity::days(2),
     )
-    .ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").ok()?;
-    let mut buf = [0u8; 64];
-    let n = s.read(&mut buf).ok()?;
-    let head = std::str::from_utf8(&buf[..n]).ok()?;
-    head.split_whitespace().nth(1)?.parse().ok()
+    .expect("issue the Keycloak certificate")
+    .write(&dir.join("tls"), "keycloak")
+    .expect("write the Keycloak certificate")
+}
+
+/// Keycloak 16's https listener uses Elytron's `applicationKS` key store,
+/// `standalone/configuration/application.keystore` (password `password`), and generates a
+/// self-signed `localhost` certificate only when the file is missing: put ours there, as
+/// PKCS#12 (Java 17 reads PKCS#12 through the JKS type).
+fn legacy_keystore(home: &Path, tls: &BundlePaths) {
+    let out = Command::new("openssl")
+        .args([
+            "pkcs12",
+            "-export",
+            "-name",
+            "server",
+            "-passout",
+            "pass:password",
+        ])
+        .arg("-in")
+        .arg(&tls.cert)
+        .arg("-inkey")
+        .arg(&tls.key)
+        .arg("-out")
+        .arg(home.join("standalone/configuration/application.keystore"))
+        .output()
+        .expect("run openssl pkcs12");
+    assert!(
+        out.status.success(),
+        "openssl pkcs12 -export failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

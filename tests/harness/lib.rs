@@ -14,10 +14,12 @@
 pub mod agent;
 pub mod docker;
 pub mod grpc;
+pub mod kctl_cli;
 pub mod keycloak;
 pub mod pebble;
 pub mod pki;
 pub mod spec;
+pub mod vm;
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +30,7 @@ pub use grpc::{
 };
 pub use pki::Pki;
 pub use spec::*;
+pub use vm::Vm;
 
 /// The workspace root (the parent of this crate's directory).
 pub fn workspace_root() -> PathBuf {

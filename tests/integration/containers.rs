@@ -616,22 +616,13 @@ async fn invalid_container_specs_are_refused_before_anything_runs() {
 /// The real kctl: a TOML spec with a container, then `ps`, `logs` and `restart`.
 #[tokio::test(flavor = "multi_thread")]
 async fn kctl_applies_a_container_spec_and_shows_ps_logs_restart() {
-    let Some(kctl) = kctl_bin() else {
-        eprintln!("kctl not built: skipped");
-        return;
-    };
     let (pki, agent, _client) = agent().await;
+    let kctl = kagent_tests::kctl_cli::Kctl::admin(&pki);
     let n = Names::new("kctl");
     let _cleanup = n.cleanup();
     let name = n.name("hello");
     let port = free_port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let identity = dir.path().join("identity");
-    std::fs::create_dir_all(&identity).expect("identity dir");
-    std::fs::copy(&pki.admin.cert, identity.join("client.crt")).expect("cert");
-    std::fs::copy(&pki.admin.key, identity.join("client.key")).expect("key");
-    std::fs::copy(&pki.ca_cert, identity.join("ca.crt")).expect("ca");
-    let spec = dir.path().join("spec.toml");
+    let spec = kctl.config_dir().join("spec.toml");
     std::fs::write(
         &spec,
         format!(
@@ -652,24 +643,7 @@ stop_timeout_s = 2
     )
     .expect("spec");
     let host = format!("localhost:{}", agent.addr.port());
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(&kctl)
-            .arg("--config-dir")
-            .arg(dir.path())
-            .arg("--identity")
-            .arg(&identity)
-            .args(args)
-            .env("NO_COLOR", "1")
-            .output()
-            .expect("run kctl");
-        assert!(
-            out.status.success(),
-            "kctl {args:?}: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let run = |args: &[&str]| kctl.ok(args);
     run(&["apply", &host, "-f", spec.to_str().expect("utf-8")]);
     let ps: serde_json::Value =
         serde_json::from_str(&run(&["ps", &host, "-o", "json"])).expect("ps json");

@@ -26,14 +26,18 @@ struct Fixture {
     pki: Pki,
     agent: Agent,
     url: String,
+    /// The CA of Keycloak's https certificate.
+    kc_ca: PathBuf,
     realm: String,
     cred: PathBuf,
     secret: PathBuf,
     flavor: KeycloakFlavor,
+    /// Log in as this service client of `master` (secret in `cred`) instead of the admin user.
+    admin_client: Option<String>,
 }
 
 impl Fixture {
-    fn new(kc_url: &str, realm: &str) -> Fixture {
+    fn new(kc: &Keycloak, realm: &str) -> Fixture {
         let pki = Pki::new();
         let agent = Agent::start_new(&pki);
         let cred = agent.root.join("keycloak/admin-password");
@@ -42,11 +46,13 @@ impl Fixture {
         Fixture {
             pki,
             agent,
-            url: kc_url.to_string(),
+            url: kc.url.clone(),
+            kc_ca: kc.ca_file.clone(),
             realm: realm.to_string(),
             cred,
             secret,
             flavor: KeycloakFlavor::Unspecified,
+            admin_client: None,
         }
     }
 
@@ -54,6 +60,8 @@ impl Fixture {
         KeycloakAdmin {
             url: self.url.clone(),
             credential_file: self.cred.to_string_lossy().into_owned(),
+            ca_file: self.kc_ca.to_string_lossy().into_owned(),
+            client_id: self.admin_client.clone().unwrap_or_default(),
             ..Default::default()
         }
     }
@@ -137,8 +145,11 @@ fn realm_plan(events: &[kagent_proto::v1::Event]) -> (Action, String) {
 /// An admin session for the test's own changes. Master-realm tokens live 60 s by default, which
 /// a slow runner exceeds within one test: the first session raises that lifespan for the test
 /// Keycloak (the agent logs in per read and per apply and does not need it).
-async fn kc_admin(url: &str) -> Admin {
-    let first = login_master(url).await;
+async fn kc_admin(kc: &Keycloak) -> Admin {
+    // Two tests updating the master realm at once get a 409 from Keycloak: one at a time.
+    static MASTER_UPDATE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one = MASTER_UPDATE.lock().await;
+    let first = login_master(kc).await;
     send(
         &first,
         Method::PUT,
@@ -146,14 +157,14 @@ async fn kc_admin(url: &str) -> Admin {
         json!({ "realm": "master", "accessTokenLifespan": 3600 }),
     )
     .await;
-    login_master(url).await
+    login_master(kc).await
 }
 
-async fn login_master(url: &str) -> Admin {
+async fn login_master(kc: &Keycloak) -> Admin {
     Admin::login(
-        Client::new(None).expect("http client"),
+        Client::new(Some(&kc.ca_file)).expect("http client"),
         &Login {
-            base: url.to_string(),
+            base: kc.url.clone(),
             realm: "master".into(),
             username: ADMIN_USER.into(),
             client_id: None,
@@ -295,8 +306,8 @@ async fn realm_is_created_then_unchanged_then_drift_is_repaired() {
     let kc = tokio::task::spawn_blocking(Keycloak::shared)
         .await
         .expect("keycloak");
-    let fx = Fixture::new(&kc.url, "drift");
-    let a = kc_admin(&kc.url).await;
+    let fx = Fixture::new(kc, "drift");
+    let a = kc_admin(kc).await;
 
     let events = fx.apply(false).await;
     let (action, diff) = realm_plan(&events);
@@ -414,17 +425,17 @@ async fn checks_pass_and_each_cause_fails_with_its_hint() {
     let kc = tokio::task::spawn_blocking(Keycloak::shared)
         .await
         .expect("keycloak");
-    let fx = Fixture::new(&kc.url, "checks");
-    let a = kc_admin(&kc.url).await;
+    let fx = Fixture::new(kc, "checks");
+    let a = kc_admin(kc).await;
     fx.apply(false).await;
     let user = make_user(&a, "checks").await;
     let access = AdminAccess {
         admin: &a,
         user_id: Some(user),
     };
-    let checker = Checker::new(fx.target(&kc.url), None).expect("checker");
+    let checker = Checker::new(fx.target(&kc.url), Some(&kc.ca_file)).expect("checker");
     let all = checker.run_all(Some(&access)).await;
-    assert_eq!(all.len(), 7);
+    assert_eq!(all.len(), 8);
     for c in &all {
         assert!(
             c.pass,
@@ -540,11 +551,37 @@ async fn checks_pass_and_each_cause_fails_with_its_hint() {
     assert!(checker.password_grant_refused().await.pass);
     assert!(checker.redirect_uri().await.pass);
 
+    // Implicit flow turned off: the seed's KHEOPS 0.9 can no longer log in.
+    send(
+        &a,
+        Method::PUT,
+        &format!("/checks/clients/{lc}"),
+        json!({ "clientId": "loginConnect", "implicitFlowEnabled": false }),
+    )
+    .await;
+    let implicit = checker.implicit_flow().await;
+    assert!(
+        implicit.detail.contains("unauthorized_client"),
+        "Keycloak's reason is shown: {}",
+        implicit.detail
+    );
+    expect_fail(implicit, CheckId::ImplicitFlow, "implicitFlowEnabled");
+    assert!(
+        checker.redirect_uri().await.pass,
+        "the code flow still works"
+    );
+    fx.apply(false).await;
+    assert!(checker.implicit_flow().await.pass);
+
     // KHEOPS expecting another issuer (public URL vs internal URL).
     let mut t = fx.target(&kc.url);
     t.expected_issuer = Some(format!("{ORIGIN}/auth/realms/checks"));
-    let other = Checker::new(t, None).expect("checker");
+    let other = Checker::new(t, Some(&kc.ca_file)).expect("checker");
     expect_fail(other.discovery().await, CheckId::Discovery, "frontendUrl");
+    // ... and the service-account token's `iss` is named too (what KHEOPS checks first).
+    let sa = other.service_account().await;
+    assert!(sa.detail.contains("iss"), "{}", sa.detail);
+    expect_fail(sa, CheckId::ServiceAccount, "frontendUrl");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -555,7 +592,7 @@ async fn export_then_import_into_a_fresh_keycloak_passes_the_checks() {
         .await
         .expect("keycloak");
     let fresh = tokio::task::spawn_blocking(Keycloak::start);
-    let fx = Fixture::new(&kc.url, "exported");
+    let fx = Fixture::new(kc, "exported");
     fx.apply(false).await;
 
     let mut c = admin(&fx.pki, &fx.agent).await;
@@ -598,11 +635,11 @@ async fn export_then_import_into_a_fresh_keycloak_passes_the_checks() {
     );
 
     let fresh = fresh.await.expect("second keycloak");
-    let b = kc_admin(&fresh.url).await;
+    let b = kc_admin(&fresh).await;
     let doc: Value = serde_json::from_str(&full).expect("export is JSON");
     send(&b, Method::POST, "", doc).await;
     let user = make_user(&b, "exported").await;
-    let checker = Checker::new(fx.target(&fresh.url), None).expect("checker");
+    let checker = Checker::new(fx.target(&fresh.url), Some(&fresh.ca_file)).expect("checker");
     let access = AdminAccess {
         admin: &b,
         user_id: Some(user),
@@ -631,13 +668,13 @@ async fn legacy_16_realm_is_reconciled_and_passes_the_checks() {
     let kc = tokio::task::spawn_blocking(Keycloak::start_legacy)
         .await
         .expect("keycloak 16");
-    let mut fx = Fixture::new(&kc.url, "demo");
+    let mut fx = Fixture::new(&kc, "demo");
     fx.flavor = KeycloakFlavor::Legacy16;
     let events = fx.apply(false).await;
     let (action, diff) = realm_plan(&events);
     assert_eq!(action, Action::Create, "{diff}");
     assert_unchanged(&fx.plan().await);
-    let a = kc_admin(&kc.url).await;
+    let a = kc_admin(&kc).await;
     remove_scope_mapping(&a, "demo").await;
     let (_, diff) = fx.plan().await;
     assert!(
@@ -651,7 +688,7 @@ async fn legacy_16_realm_is_reconciled_and_passes_the_checks() {
         admin: &a,
         user_id: Some(user),
     };
-    let checker = Checker::new(fx.target(&kc.url), None).expect("checker");
+    let checker = Checker::new(fx.target(&kc.url), Some(&kc.ca_file)).expect("checker");
     for c in checker.run_all(Some(&access)).await {
         assert!(
             c.pass,
@@ -665,4 +702,173 @@ async fn legacy_16_realm_is_reconciled_and_passes_the_checks() {
         "keycloak 16.1.1 started in {:.1}s",
         kc.started_in.as_secs_f64()
     );
+}
+
+/// The admin credential as the issue prefers it: a service client in `master` (client
+/// credentials, realm role `admin`) instead of the bootstrap user. The agent reconciles with it;
+/// then the real kctl exports the realm (`kctl keycloak export HOST --realm R > file`, secrets
+/// only with `--include-secrets`) and reveals the managed client secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_service_client_reconciles_and_kctl_exports_and_reveals() {
+    let kc = tokio::task::spawn_blocking(Keycloak::shared)
+        .await
+        .expect("keycloak");
+    let a = kc_admin(kc).await;
+    let mut fx = Fixture::new(kc, "svc");
+    let client_id = "kagent-admin-svc";
+    let admin_secret = "kagent-admin-svc-secret-0123456789";
+    send(
+        &a,
+        Method::POST,
+        "/master/clients",
+        json!({
+            "clientId": client_id, "publicClient": false, "serviceAccountsEnabled": true,
+            "standardFlowEnabled": false, "directAccessGrantsEnabled": false,
+            "clientAuthenticatorType": "client-secret", "secret": admin_secret
+        }),
+    )
+    .await;
+    let uuid = client_uuid(&a, "master", client_id).await;
+    let sa = get(&a, &format!("/master/clients/{uuid}/service-account-user")).await;
+    let admin_role = get(&a, "/master/roles/admin").await;
+    send(
+        &a,
+        Method::POST,
+        &format!(
+            "/master/users/{}/role-mappings/realm",
+            sa["id"].as_str().expect("sa id")
+        ),
+        json!([admin_role]),
+    )
+    .await;
+    fx.cred = fx.agent.root.join("keycloak/admin-client-secret");
+    std::fs::write(&fx.cred, format!("{admin_secret}\n")).expect("write the client secret");
+    fx.admin_client = Some(client_id.into());
+
+    let (action, diff) = realm_plan(&fx.apply(false).await);
+    assert_eq!(action, Action::Create, "{diff}");
+    assert_unchanged(&fx.plan().await);
+
+    // A wrong service-client secret: the apply fails with a hint, nothing half-done.
+    std::fs::write(&fx.cred, "not-the-secret\n").expect("write");
+    let mut c = admin(&fx.pki, &fx.agent).await;
+    let events = kagent_tests::apply(&mut c, fx.spec(), true)
+        .await
+        .expect("the dry run runs");
+    let f = failed(&events);
+    assert!(!f.is_empty(), "a wrong admin secret must fail the plan");
+    std::fs::write(&fx.cred, format!("{admin_secret}\n")).expect("write");
+
+    // The real kctl, as in the seed's backup step.
+    let kctl = kagent_tests::kctl_cli::Kctl::admin(&fx.pki);
+    let host = format!("localhost:{}", fx.agent.addr.port());
+    let cred = fx.cred.to_string_lossy().into_owned();
+    let ca = kc.ca_file.to_string_lossy().into_owned();
+    let base = [
+        "keycloak",
+        "export",
+        host.as_str(),
+        "--realm",
+        "svc",
+        "--url",
+        kc.url.as_str(),
+        "--admin-credential-file",
+        cred.as_str(),
+        "--admin-client-id",
+        client_id,
+        "--keycloak-ca-file",
+        ca.as_str(),
+    ];
+    let masked = kctl.ok(&base);
+    let doc: Value = serde_json::from_str(&masked).expect("kctl prints the realm as JSON");
+    assert_eq!(doc["realm"], "svc");
+    let managed = fx.secret_value();
+    assert!(
+        !masked.contains(&managed),
+        "secret exported without the flag"
+    );
+    let full = kctl.ok(&[&base[..], &["--include-secrets"]].concat());
+    assert!(
+        full.contains(&managed),
+        "--include-secrets keeps the secret"
+    );
+    let err = kctl.fails(&[&base[..4], &["nope"], &base[5..]].concat());
+    assert!(err.contains("nope"), "an unknown realm is named: {err}");
+
+    // kctl reveal: the value for the KHEOPS host, and nothing else on stdout.
+    let secret_path = fx.secret.to_string_lossy().into_owned();
+    assert_eq!(kctl.ok(&["reveal", &host, &secret_path]).trim(), managed);
+    let viewer = fx.pki.client("viewer-kctl", "viewer");
+    let as_viewer = kagent_tests::kctl_cli::Kctl::with_identity(&fx.pki, &viewer);
+    let denied = as_viewer.fails(&["reveal", &host, &secret_path]);
+    assert!(
+        denied.to_lowercase().contains("permission") || denied.contains("admin"),
+        "{denied}"
+    );
+    assert!(!denied.contains(&managed));
+
+    // kctl keycloak check: the verification checks run by the agent from its host (in an
+    // install, the KHEOPS host's agent), exit code 1 and the hint when one fails.
+    let check = [
+        "keycloak",
+        "check",
+        host.as_str(),
+        "--url",
+        kc.url.as_str(),
+        "--realm",
+        "svc",
+        "--kheops-origin",
+        ORIGIN,
+        "--secret-file",
+        secret_path.as_str(),
+        "--keycloak-ca-file",
+        ca.as_str(),
+    ];
+    let table = kctl.ok(&check);
+    assert!(table.ends_with("7 checks passed\n"), "{table}");
+    let doc: Value =
+        serde_json::from_str(&kctl.ok(&[&check[..], &["-o", "json"]].concat())).expect("json");
+    assert_eq!(doc["pass"], true, "{doc}");
+    assert_eq!(doc["checks"].as_array().map(Vec::len), Some(7));
+    set_web_origins(&a, "svc", json!([])).await;
+    let out = kctl.run(&check);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed check exits 1:\n{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("iframe-origin ") && l.contains(" FAIL ")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("hint (iframe-origin):") && stdout.contains("web origins"),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("1 of 7 checks failed\n"), "{stdout}");
+    fx.apply(false).await;
+    assert!(kctl.ok(&check).ends_with("7 checks passed\n"));
+    // The secret must be a managed one-word file: anything else is refused, naming the field.
+    let outside = kctl.run(
+        &[
+            &check[..9],
+            &["--secret-file", "/etc/hostname"],
+            &check[11..],
+        ]
+        .concat(),
+    );
+    assert_eq!(outside.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&outside.stderr);
+    assert!(err.contains("auth_secret_file"), "{err}");
+    let denied = as_viewer.fails(&check);
+    assert!(!denied.contains(&managed));
+    let audit = std::fs::read_to_string(fx.agent.audit_log()).expect("audit log");
+    assert!(
+        audit.contains("/kagent.v1.Agent/CheckKeycloak") && audit.contains("1 failed"),
+        "{audit}"
+    );
+    assert!(!audit.contains(&managed), "the audit log holds the secret");
 }

@@ -25,3 +25,4 @@ mod secret;
 mod sigterm;
 mod systemd;
 mod trust;
+mod vms;

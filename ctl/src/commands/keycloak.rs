@@ -1,12 +1,14 @@
 //! `kctl keycloak export HOST --realm demo` (the seed's backup step, through the agent on the
 //! Keycloak host: the admin credential stays there) and `kctl reveal HOST PATH` (a managed
-//! secret's value, e.g. the kheopsAuthorization client secret for the KHEOPS host).
+//! secret's value, e.g. the kheopsAuthorization client secret for the KHEOPS host), and
+//! `kctl keycloak check HOST` (the realm's verification checks, run from HOST).
 
 use kagent_proto::v1;
 
-use super::{Context, connect, print};
-use crate::error::Result;
+use super::{Context, connect, print, print_json};
+use crate::error::{EXIT_FAILED, Result};
 use crate::host::Target;
+use crate::output::{self, Format};
 
 pub struct ExportArgs<'a> {
     pub realm: &'a str,
@@ -52,4 +54,21 @@ pub async fn reveal(ctx: &Context, host: &Target, path: &str) -> Result<u8> {
         .map_err(|s| client.explain("RevealSecret", &s))?;
     print(&format!("{value}\n"))?;
     Ok(0)
+}
+
+pub async fn check(ctx: &Context, host: &Target, request: v1::CheckKeycloakRequest) -> Result<u8> {
+    let mut client = connect(ctx, host).await?;
+    let checks = client
+        .check_keycloak(request)
+        .await
+        .map_err(|s| client.explain("CheckKeycloak", &s))?;
+    match ctx.format {
+        Format::Human => print(&output::keycloak_checks_human(&checks))?,
+        Format::Json => print_json(&output::keycloak_checks_json(&checks))?,
+    }
+    Ok(if checks.iter().all(|c| c.pass) {
+        0
+    } else {
+        EXIT_FAILED
+    })
 }

@@ -104,7 +104,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
             admin_user,
             admin_realm,
             admin_client_id,
-            ca_file,
+            keycloak_ca_file,
             include_secrets,
         }) => {
             let args = keycloak::ExportArgs {
@@ -114,10 +114,33 @@ pub async fn run(cli: Cli) -> Result<u8> {
                 admin_user: admin_user.as_deref(),
                 admin_realm: admin_realm.as_deref(),
                 admin_client_id: admin_client_id.as_deref(),
-                ca_file: ca_file.as_deref(),
+                ca_file: keycloak_ca_file.as_deref(),
                 include_secrets,
             };
             keycloak::export(&ctx, &host, args).await
+        }
+        Command::Keycloak(KeycloakCommand::Check {
+            host,
+            url,
+            realm,
+            kheops_origin,
+            secret_file,
+            expected_issuer,
+            login_client,
+            auth_client,
+            keycloak_ca_file,
+        }) => {
+            let request = kagent_proto::v1::CheckKeycloakRequest {
+                base_url: url,
+                realm,
+                kheops_origin,
+                expected_issuer: expected_issuer.unwrap_or_default(),
+                login_client,
+                auth_client,
+                auth_secret_file: secret_file,
+                ca_file: keycloak_ca_file.unwrap_or_default(),
+            };
+            keycloak::check(&ctx, &host, request).await
         }
         Command::Reveal { host, path } => keycloak::reveal(&ctx, &host, &path).await,
         Command::Certs { host } => certs::list(&ctx, &host).await,

@@ -386,28 +386,14 @@ async fn account(acme: &Acme, ctx: &Context) -> Result<Account, Failure> {
     Ok(account)
 }
 
+/// An EAB HMAC key: base64url as RFC 8555 says, tolerating padding and the standard alphabet
+/// (CAs print both).
 fn base64url_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' | b'+' => 62,
-            b'_' | b'/' => 63,
-            b'=' => continue,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    Some(out)
+    use base64::Engine as _;
+    let normalized = s.trim_end_matches('=').replace('+', "-").replace('/', "_");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(normalized)
+        .ok()
 }
 
 /// How the CA reaches the token, set up before the order.

@@ -325,7 +325,7 @@ pub async fn apply(
 ) -> Result<String, ResourceError> {
     let steps = diff::steps(&spec.desired, observed);
     let secret = read_secret_file(&spec.client_secret_file, "the client secret file")?;
-    let admin = login(&spec.admin).await?;
+    let mut admin = login(&spec.admin).await?;
     let total = steps.len();
     for (i, step) in steps.iter().enumerate() {
         let line = step.describe(&spec.settings.realm);
@@ -338,6 +338,12 @@ pub async fn apply(
                 message: format!("{head}: {}", e.message),
                 hint: e.hint,
             })?;
+        if step.is_create() {
+            // Keycloak judges admin rights by the roles in the token, and a token issued before
+            // the realm existed lacks its management roles (a service client in master gets 403
+            // on the next call): log in again.
+            admin = login(&spec.admin).await?;
+        }
     }
     Ok(format!(
         "{total} change(s) to realm {} at {}",
