@@ -29,12 +29,21 @@ pub struct Target {
     pub auth_secret: String,
 }
 
-/// `CheckKeycloak`'s request as a [`Target`] and the CA file to trust: every field checked,
-/// the client secret read from a one-word file under the managed roots.
+/// `CheckKeycloak`'s request, checked field by field.
+pub struct CheckRequest {
+    pub target: Target,
+    /// The CA file to trust for https.
+    pub ca_file: Option<PathBuf>,
+    /// The checks to run, in order.
+    pub checks: Vec<CheckId>,
+}
+
+/// `CheckKeycloak`'s request as a [`CheckRequest`]: every field checked, the client secret
+/// (when the service-account check runs) read from a one-word file under the managed roots.
 pub fn target_from_request(
     r: &v1::CheckKeycloakRequest,
     roots: &Roots,
-) -> Result<(Target, Option<PathBuf>), FieldError> {
+) -> Result<CheckRequest, FieldError> {
     let url = |f: &'static str, v: &str, example: &str| -> Result<String, FieldError> {
         let v = v.trim_end_matches('/');
         if (v.starts_with("https://") || v.starts_with("http://"))
@@ -76,8 +85,30 @@ pub fn target_from_request(
             format!("{realm:?}: use letters, digits, '-', '_' or '.'"),
         ));
     }
-    let auth_secret = crate::resource::keycloak_realm::reveal(roots, &r.auth_secret_file)
-        .map_err(|e| FieldError::new("auth_secret_file", e.problem))?;
+    let checks = if r.only.is_empty() {
+        CheckId::REMOTE.to_vec()
+    } else {
+        let mut ids = Vec::new();
+        for name in &r.only {
+            let id = CheckId::from_name(name).ok_or_else(|| {
+                let known: Vec<&str> = CheckId::REMOTE.iter().map(|c| c.name()).collect();
+                FieldError::new(
+                    "only",
+                    format!("unknown check {name:?}; known: {}", known.join(", ")),
+                )
+            })?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        ids
+    };
+    let auth_secret = if checks.contains(&CheckId::ServiceAccount) {
+        crate::resource::keycloak_realm::reveal(roots, &r.auth_secret_file)
+            .map_err(|e| FieldError::new("auth_secret_file", e.problem))?
+    } else {
+        String::new()
+    };
     let ca_file = match r.ca_file.as_str() {
         "" => None,
         p if p.starts_with('/') => Some(PathBuf::from(p)),
@@ -88,8 +119,8 @@ pub fn target_from_request(
             ));
         }
     };
-    Ok((
-        Target {
+    Ok(CheckRequest {
+        target: Target {
             base_url,
             realm,
             kheops_origin,
@@ -99,7 +130,8 @@ pub fn target_from_request(
             auth_secret,
         },
         ca_file,
-    ))
+        checks,
+    })
 }
 
 impl From<Check> for v1::KeycloakCheck {
@@ -126,6 +158,21 @@ pub enum CheckId {
 }
 
 impl CheckId {
+    /// Every check that runs from any host, without admin access, in the order they run.
+    pub const REMOTE: &'static [CheckId] = &[
+        CheckId::Discovery,
+        CheckId::Jwks,
+        CheckId::ServiceAccount,
+        CheckId::PasswordGrantRefused,
+        CheckId::RedirectUri,
+        CheckId::ImplicitFlow,
+        CheckId::IframeOrigin,
+    ];
+
+    pub fn from_name(name: &str) -> Option<CheckId> {
+        CheckId::REMOTE.iter().copied().find(|c| c.name() == name)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             CheckId::Discovery => "discovery",
@@ -200,17 +247,31 @@ impl Checker {
     }
 
     pub async fn run_all(&self, admin: Option<&AdminAccess<'_>>) -> Vec<Check> {
-        let mut out = vec![
-            self.discovery().await,
-            self.jwks().await,
-            self.service_account().await,
-            self.password_grant_refused().await,
-            self.redirect_uri().await,
-            self.implicit_flow().await,
-            self.iframe_origin().await,
-        ];
+        let mut out = self.run(CheckId::REMOTE).await;
         if let Some(a) = admin {
             out.push(self.token_claims(a).await);
+        }
+        out
+    }
+
+    /// The checks named, in order (those that need no admin access).
+    pub async fn run(&self, ids: &[CheckId]) -> Vec<Check> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(match id {
+                CheckId::Discovery => self.discovery().await,
+                CheckId::Jwks => self.jwks().await,
+                CheckId::ServiceAccount => self.service_account().await,
+                CheckId::PasswordGrantRefused => self.password_grant_refused().await,
+                CheckId::RedirectUri => self.redirect_uri().await,
+                CheckId::ImplicitFlow => self.implicit_flow().await,
+                CheckId::IframeOrigin => self.iframe_origin().await,
+                CheckId::TokenClaims => fail(
+                    CheckId::TokenClaims,
+                    "needs admin access to Keycloak",
+                    "run it on the Keycloak host",
+                ),
+            });
         }
         out
     }
@@ -618,8 +679,10 @@ mod tests {
             auth_secret_file: root.join("secret").to_string_lossy().into_owned(),
             ..Default::default()
         };
-        let (t, ca) = target_from_request(&good, &roots)
+        let req = target_from_request(&good, &roots)
             .map_err(|e| std::io::Error::other(format!("{}: {}", e.field, e.problem)))?;
+        let (t, ca) = (req.target, req.ca_file);
+        assert_eq!(req.checks, CheckId::REMOTE);
         assert_eq!(t.base_url, "https://kc.example/auth");
         assert_eq!(
             (t.realm.as_str(), t.login_client.as_str()),
@@ -646,9 +709,20 @@ mod tests {
         let mut r = good.clone();
         r.realm = "a/b".into();
         assert_eq!(bad(r), "realm");
-        let mut r = good;
+        let mut r = good.clone();
         r.ca_file = "ca.pem".into();
         assert_eq!(bad(r), "ca_file");
+        let mut r = good.clone();
+        r.only = vec!["discovery".into(), "nope".into()];
+        assert_eq!(bad(r), "only");
+        // Without the service-account check no secret is needed.
+        let mut r = good;
+        r.auth_secret_file = String::new();
+        r.only = vec!["discovery".into(), "jwks".into(), "discovery".into()];
+        let req = target_from_request(&r, &roots)
+            .map_err(|e| std::io::Error::other(format!("{}: {}", e.field, e.problem)))?;
+        assert_eq!(req.checks, [CheckId::Discovery, CheckId::Jwks]);
+        assert!(req.target.auth_secret.is_empty());
         Ok(())
     }
 

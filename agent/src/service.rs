@@ -454,20 +454,22 @@ impl Agent for AgentService {
         let req = req.into_inner();
         use crate::keycloak_checks::{Checker, target_from_request};
         let roots = self.engine.roots().clone();
-        let checker = target_from_request(&req, &roots)
+        let prepared = target_from_request(&req, &roots)
             .map_err(|e| format!("field `{}`: {}", e.field, e.problem))
-            .and_then(|(target, ca)| {
-                Checker::new(target, ca.as_deref()).map_err(|e| format!("field `ca_file`: {e}"))
+            .and_then(|r| {
+                let checker = Checker::new(r.target, r.ca_file.as_deref())
+                    .map_err(|e| format!("field `ca_file`: {e}"))?;
+                Ok((checker, r.checks))
             });
-        let checker = match checker {
-            Ok(c) => c,
+        let (checker, ids) = match prepared {
+            Ok(p) => p,
             Err(e) => {
                 self.engine.audit().end(&begun, &format!("invalid: {e}"));
                 return Err(Status::invalid_argument(e));
             }
         };
         tracing::info!(caller = %who.subject, url = %req.base_url, realm = %req.realm, "check keycloak");
-        let checks = checker.run_all(None).await;
+        let checks = checker.run(&ids).await;
         let failed = checks.iter().filter(|c| !c.pass).count();
         self.engine.audit().end(
             &begun,

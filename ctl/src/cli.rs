@@ -56,6 +56,10 @@ pub struct GlobalArgs {
     /// CA certificate that agent certificates must chain to, instead of the identity's ca.crt.
     #[arg(long, global = true, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// The inventory of installs (`kctl fleet --help` shows the format). Default:
+    /// <config dir>/inventory.toml.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub inventory: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -191,6 +195,16 @@ result; refused and invalid calls are recorded too.")]
         #[arg(long, value_name = "SECONDS")]
         timeout: Option<u32>,
     },
+    /// Bring up one install: Keycloak on one host, KHEOPS on another, verified end to end.
+    #[command(after_help = PROVISION_EXAMPLES)]
+    Provision(ProvisionArgs),
+    /// The installs of the inventory: the status of every host.
+    #[command(subcommand)]
+    Fleet(FleetCommand),
+    /// The Keycloak and KHEOPS deployments as data: list the stacks, show one's variables,
+    /// render one into the host spec `kctl apply -f` reads.
+    #[command(subcommand)]
+    Stacks(StacksCommand),
     /// Keycloak on a host, through its agent (the admin credential never leaves the host).
     #[command(subcommand)]
     Keycloak(KeycloakCommand),
@@ -280,6 +294,138 @@ A spec lists resources, applied in order:
 The operation runs in the agent: if the connection breaks, kctl re-attaches to it; if that
 fails, it prints the `kctl watch` command that picks up where it stopped.";
 
+const PROVISION_EXAMPLES: &str = "\
+Examples:
+  kctl provision kc.example kheops.example --dry-run \\
+      --keycloak-domain kc.example --kheops-domain kheops.example --acme-contact ops@example.org
+  kctl provision kc.example kheops.example \\
+      --keycloak-domain kc.example --kheops-domain kheops.example --acme-contact ops@example.org
+  kctl provision kc.example kheops.example --keycloak-stack keycloak-16 --kheops-stack kheops-0.9 \\
+      --keycloak-domain kc.example --kheops-domain kheops.example --acme-contact ops@example.org
+  kctl provision kc.example kheops.example --save-install prod \\
+      --keycloak-domain kc.example --kheops-domain kheops.example --acme-contact ops@example.org
+  kctl provision --install prod                  # the settings of install prod (inventory)
+  kctl provision --install prod --dry-run --keycloak-var keycloak_version=26.1.0
+
+Steps: preflight (facts of both hosts), the Keycloak host (certificate, secrets, Keycloak,
+realm), wait until Keycloak is usable from the KHEOPS host (its agent checks discovery and
+JWKS), the client secret read on the Keycloak host (audited), the KHEOPS host, then every
+verification check from the KHEOPS host. A failed step stops the run with its reason; running
+it again converges. Stacks are data: `--keycloak-stack`/`--kheops-stack` take a built-in name
+or a stack file; the common settings (domains, realm, ACME) go to each stack that declares
+them, `--keycloak-var`/`--kheops-var NAME=VALUE` set the rest. `--install NAME` takes every
+setting from the inventory (`kctl fleet --help`), options on the command line win;
+`--save-install NAME` records the settings of a successful run there.";
+
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    /// The agent on the Keycloak host: NAME[:PORT] (from the inventory with --install).
+    #[arg(required_unless_present = "install")]
+    pub keycloak_host: Option<Target>,
+    /// The agent on the KHEOPS host: NAME[:PORT] (from the inventory with --install).
+    #[arg(required_unless_present = "install")]
+    pub kheops_host: Option<Target>,
+    /// The Keycloak host's public DNS name (certificate, issuer).
+    #[arg(long, value_name = "NAME", required_unless_present = "install")]
+    pub keycloak_domain: Option<String>,
+    /// The KHEOPS host's public DNS name (KHEOPS-HOME).
+    #[arg(long, value_name = "NAME", required_unless_present = "install")]
+    pub kheops_domain: Option<String>,
+    /// The realm. Default: demo.
+    #[arg(long)]
+    pub realm: Option<String>,
+    /// The e-mail address given to the ACME CA.
+    #[arg(long, value_name = "EMAIL")]
+    pub acme_contact: Option<String>,
+    /// The ACME CA: letsencrypt, letsencrypt-staging or a directory URL.
+    #[arg(long, value_name = "URL")]
+    pub acme_directory: Option<String>,
+    /// Keycloak stack: a built-in name (`kctl stacks list`) or a stack file. Default:
+    /// keycloak-26.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub keycloak_stack: Option<String>,
+    /// KHEOPS stack: a built-in name or a stack file. Default: kheops-0.9.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub kheops_stack: Option<String>,
+    /// A variable of the Keycloak stack (repeatable; wins over the inventory's).
+    #[arg(long, value_name = "NAME=VALUE", value_parser = crate::stack::parse_assignment)]
+    pub keycloak_var: Vec<(String, String)>,
+    /// A variable of the KHEOPS stack (repeatable; wins over the inventory's).
+    #[arg(long, value_name = "NAME=VALUE", value_parser = crate::stack::parse_assignment)]
+    pub kheops_var: Vec<(String, String)>,
+    /// PEM bundle on the KHEOPS host trusted for Keycloak's https (default: its system roots).
+    #[arg(long, value_name = "PATH")]
+    pub keycloak_ca_file: Option<String>,
+    /// Seconds Keycloak may take to become usable from the KHEOPS host.
+    #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+    pub wait: u64,
+    /// Plan both hosts; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Take the hosts and settings from this install of the inventory (--inventory); options
+    /// given on the command line win.
+    #[arg(long, value_name = "NAME")]
+    pub install: Option<String>,
+    /// After a successful run, write these settings to the inventory as install NAME (added,
+    /// or replacing that entry; the rest of the file is kept).
+    #[arg(long, value_name = "NAME")]
+    pub save_install: Option<String>,
+}
+
+const FLEET_STATUS_EXAMPLES: &str = "\
+Examples:
+  kctl fleet status                              # every install of the inventory
+  kctl fleet status --install prod --install lab # only these
+  kctl fleet status -o json | jq '.hosts[] | select(.ok | not) | .problems'
+  kctl --inventory ./inventory.toml fleet status --concurrency 16
+
+Both hosts of every install are asked at once (at most --concurrency hosts at a time): Facts,
+ListCertificates, ContainerStatus and ListOperations (the viewer role is enough). One row per
+host; an unreachable host is a row with its error, explained below the table.
+
+A host is failing when a call fails, the agent speaks another API, Docker is not running, a
+certificate has fewer than 14 days left (or was never issued), a managed container is not
+running, unhealthy or still starting, or the newest operation that was not a dry run failed or
+was interrupted. Exit code 0 when every host answered and none is failing, else 1.
+
+The inventory (default <config dir>/inventory.toml, --inventory FILE):
+
+  [install.prod]                      # install name: a-z 0-9 -
+  keycloak_host = \"kc.example.org\"    # the agents: NAME[:PORT]
+  kheops_host = \"kheops.example.org\"
+  keycloak_domain = \"kc.example.org\"
+  kheops_domain = \"kheops.example.org\"
+  realm = \"demo\"                      # optional, default demo
+  acme_contact = \"ops@example.org\"
+  acme_directory = \"letsencrypt\"      # optional
+  keycloak_stack = \"keycloak-26\"      # optional, as kctl provision
+  kheops_stack = \"kheops-0.9\"         # optional
+  keycloak_ca_file = \"/etc/pki/kc.pem\"  # optional, as kctl provision --keycloak-ca-file
+  [install.prod.keycloak_vars]        # optional stack variables
+  keycloak_version = \"26.0.7\"
+  [install.prod.kheops_vars]
+
+Unknown keys are refused. KCTL_INVENTORY__INSTALL__PROD__REALM=x (levels separated by __)
+overrides a field. `kctl provision --install prod` provisions an entry; `kctl provision ...
+--save-install prod` writes one.";
+
+/// `kctl fleet ...`: the installs of the inventory.
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// One row per host of every install: agent, OS, Docker, the certificate with the fewest
+    /// days left, healthy containers, the last operation. Exit code 1 when a host fails.
+    #[command(after_help = FLEET_STATUS_EXAMPLES)]
+    Status {
+        /// Only this install (repeatable). Default: every install.
+        #[arg(long = "install", value_name = "NAME")]
+        installs: Vec<String>,
+        /// How many hosts are asked at once.
+        #[arg(long, default_value_t = crate::fleet::DEFAULT_CONCURRENCY, value_name = "N",
+              value_parser = clap::value_parser!(u16).range(1..))]
+        concurrency: u16,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 pub enum KeycloakCommand {
     /// Export a realm as JSON that `POST /admin/realms` (or a fresh import) takes back.
@@ -331,6 +477,7 @@ users and their roles are included so that an import works as is.")]
 Examples:
   kctl keycloak check kheops.example --url https://keycloak.example/auth --kheops-origin https://kheops.example --secret-file /srv/kctl/kheops/secrets/kheops_auth_client_secret
   kctl keycloak check kheops.example --url https://keycloak.example/auth --kheops-origin https://kheops.example --secret-file /srv/kctl/kheops/auth-secret -o json
+  kctl keycloak check kheops.example --url https://keycloak.example/auth --kheops-origin https://kheops.example --only discovery,jwks
 
 Checks: discovery (reachable, issuer as KHEOPS expects), jwks (an RS256 key), service-account
 (client-credentials token: its iss and azp, then GET /admin/realms/REALM/users?max=1 as KHEOPS
@@ -350,9 +497,13 @@ Keycloak's token endpoint. Needs the admin role; audited.")]
         /// KHEOPS' origin: https://KHEOPS-HOME.
         #[arg(long, value_name = "URL")]
         kheops_origin: String,
-        /// The kheopsAuthorization client secret: a one-word file on HOST under its managed roots.
+        /// The kheopsAuthorization client secret: a one-word file on HOST under its managed
+        /// roots. Needed by the service-account check.
         #[arg(long, value_name = "PATH")]
-        secret_file: String,
+        secret_file: Option<String>,
+        /// Run only these checks (comma-separated names, e.g. discovery,jwks).
+        #[arg(long, value_delimiter = ',', value_name = "CHECKS")]
+        only: Vec<String>,
         /// The issuer KHEOPS expects (KHEOPS_OIDC_PROVIDER). Default: URL/realms/REALM.
         #[arg(long, value_name = "URL")]
         expected_issuer: Option<String>,
@@ -501,7 +652,9 @@ mod tests {
     fn every_documented_example_parses() {
         fn walk(cmd: &clap::Command, out: &mut Vec<String>) {
             if let Some(help) = cmd.get_after_help() {
-                for line in help.to_string().lines() {
+                // A line ending in `\` goes on on the next one, as in a shell.
+                let text = help.to_string().replace("\\\n", " ");
+                for line in text.lines() {
                     let line = line.trim_start();
                     if let Some(rest) = line.strip_prefix("kctl ") {
                         // Up to a comment, a pipe or a redirection.
@@ -613,4 +766,42 @@ mod tests {
         assert_eq!(days, 365);
         Ok(())
     }
+}
+
+const STACKS_RENDER_EXAMPLES: &str = "\
+Examples:
+  kctl stacks render keycloak-26 --var keycloak_domain=kc.example.org \\
+      --var kheops_domain=kheops.example.org --var acme_contact=ops@example.org > kc.toml
+  kctl apply kc.example.org -f kc.toml --dry-run
+  kctl stacks render ./my-stack.toml --var host=web.example.org -o json
+
+Values of secret variables print as <redacted> unless --show-secrets is given.";
+
+/// `kctl stacks ...`: the built-in stack definitions (`ctl/stacks/`, in the binary).
+#[derive(Debug, Subcommand)]
+pub enum StacksCommand {
+    /// List the built-in stacks: name, version, role, description.
+    List,
+    /// Show a stack's header and variables (kind, default, description).
+    #[command(
+        after_help = "Examples:\n  kctl stacks show kheops-0.9\n  kctl stacks show ./my-stack.toml -o json"
+    )]
+    Show {
+        /// A built-in stack's name, or a stack file (a path ending in .toml).
+        #[arg(value_name = "NAME|FILE")]
+        stack: String,
+    },
+    /// Render a stack with its variables into a host spec (TOML; JSON with -o json).
+    #[command(after_help = STACKS_RENDER_EXAMPLES)]
+    Render {
+        /// A built-in stack's name, or a stack file (a path ending in .toml).
+        #[arg(value_name = "NAME|FILE")]
+        stack: String,
+        /// A variable of the stack (repeatable; see `kctl stacks show NAME`).
+        #[arg(long = "var", value_name = "NAME=VALUE", value_parser = crate::stack::parse_assignment)]
+        vars: Vec<(String, String)>,
+        /// Print the values of secret variables instead of <redacted>.
+        #[arg(long)]
+        show_secrets: bool,
+    },
 }

@@ -6,10 +6,14 @@
 //! - `config`: the config directory layout and the operator identity;
 //! - `host`: the `HOST` argument (`name[:port]`, IP literals);
 //! - `spec`: the TOML host spec, checked and turned into the API's `HostSpec`;
+//! - `stack`: stacks as data: the built-in Keycloak and KHEOPS definitions (`ctl/stacks/`),
+//!   their variables, and rendering them into host specs;
 //! - `agent_client`: the mTLS gRPC connection, the only module that opens one (with
 //!   `pinned`, its fingerprint-pinned TLS for agents that are not enrolled yet);
 //! - `follow`: following an operation's events to the end, re-attaching after breaks;
 //! - `output/`: tables, event lines and JSON (formats, never decides);
+//! - `inventory`: the installs file (`inventory.toml`); `fleet`: the status rules of
+//!   `kctl fleet status`;
 //! - `ca`: the fleet CA and certificate bundles; `files`: atomic local writes;
 //! - `error`: the error type with a hint and an exit code.
 
@@ -22,11 +26,14 @@ pub mod error;
 #[cfg(test)]
 mod fake_agent;
 pub mod files;
+pub mod fleet;
 pub mod follow;
 pub mod host;
+pub mod inventory;
 pub mod output;
 pub mod pinned;
 pub mod spec;
+pub mod stack;
 
 use std::process::ExitCode;
 

@@ -218,6 +218,18 @@ pub fn load(path: &Path) -> Result<v1::HostSpec> {
 pub fn parse(text: &str) -> Result<Vec<ResourceSpec>> {
     let file: SpecFile =
         toml::from_str(text).map_err(|e| anyhow!("{}", e.to_string().trim_end()))?;
+    check_file(file)
+}
+
+/// [`parse`] for a spec already read as a TOML table (a rendered stack, see `crate::stack`):
+/// the same checks and the same errors.
+pub fn parse_table(table: toml::Table) -> Result<Vec<ResourceSpec>> {
+    let file = SpecFile::deserialize(toml::Value::Table(table))
+        .map_err(|e| anyhow!("{}", e.to_string().trim_end()))?;
+    check_file(file)
+}
+
+fn check_file(file: SpecFile) -> Result<Vec<ResourceSpec>> {
     if file.resource.is_empty() {
         bail!("no resources; add one or more `[[resource]]` tables (note the double brackets)");
     }

@@ -12,7 +12,23 @@ use crate::pki::Pki;
 pub struct Kctl {
     bin: PathBuf,
     dir: TempDir,
-    identity: PathBuf,
+    /// `--config-dir`.
+    config_dir: PathBuf,
+    /// `--identity`, when not the config dir's own.
+    identity: Option<PathBuf>,
+}
+
+fn bin() -> PathBuf {
+    crate::kctl_bin().unwrap_or_else(|| {
+        panic!("kctl binary not found (set KCTL_BIN or run `cargo build -p kctl`; tests/run does)")
+    })
+}
+
+fn tempdir() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("kctl-it-")
+        .tempdir()
+        .expect("tempdir")
 }
 
 impl Kctl {
@@ -24,40 +40,47 @@ impl Kctl {
 
     /// kctl presenting `identity` (e.g. a viewer from [`Pki::client`]).
     pub fn with_identity(pki: &Pki, identity: &BundlePaths) -> Kctl {
-        let bin = crate::kctl_bin().unwrap_or_else(|| {
-            panic!(
-                "kctl binary not found (set KCTL_BIN or run `cargo build -p kctl`; tests/run does)"
-            )
-        });
-        let dir = tempfile::Builder::new()
-            .prefix("kctl-it-")
-            .tempdir()
-            .expect("tempdir");
+        let dir = tempdir();
         let id_dir = dir.path().join("identity");
         std::fs::create_dir_all(&id_dir).expect("identity dir");
         std::fs::copy(&identity.cert, id_dir.join("client.crt")).expect("copy cert");
         std::fs::copy(&identity.key, id_dir.join("client.key")).expect("copy key");
         std::fs::copy(&pki.ca_cert, id_dir.join("ca.crt")).expect("copy ca");
         Kctl {
-            bin,
+            bin: bin(),
+            config_dir: dir.path().to_path_buf(),
             dir,
-            identity: id_dir,
+            identity: Some(id_dir),
+        }
+    }
+
+    /// kctl as on a new laptop: an empty config directory that does not exist yet (`kctl ca
+    /// init` makes it) and an empty `HOME`.
+    pub fn fresh() -> Kctl {
+        let dir = tempdir();
+        std::fs::create_dir_all(dir.path().join("home")).expect("home dir");
+        Kctl {
+            bin: bin(),
+            config_dir: dir.path().join("kctl"),
+            dir,
+            identity: None,
         }
     }
 
     /// The config directory (`--config-dir`).
     pub fn config_dir(&self) -> &Path {
-        self.dir.path()
+        &self.config_dir
     }
 
     /// Runs `kctl ARGS`; the output whatever the exit code.
     pub fn run(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new(&self.bin);
-        cmd.arg("--config-dir")
-            .arg(self.dir.path())
-            .arg("--identity")
-            .arg(&self.identity)
-            .args(args)
+        cmd.arg("--config-dir").arg(&self.config_dir);
+        if let Some(identity) = &self.identity {
+            cmd.arg("--identity").arg(identity);
+        }
+        cmd.args(args)
+            .env("HOME", self.dir.path().join("home"))
             .env("NO_COLOR", "1");
         for var in ["KCTL_CONFIG_DIR", "KCTL_IDENTITY", "XDG_CONFIG_HOME"] {
             cmd.env_remove(var);

@@ -14,10 +14,12 @@
 pub mod agent;
 pub mod docker;
 pub mod grpc;
+pub mod images;
 pub mod kctl_cli;
 pub mod keycloak;
 pub mod pebble;
 pub mod pki;
+pub mod rootfs;
 pub mod spec;
 pub mod vm;
 

@@ -20,6 +20,9 @@ use tempfile::TempDir;
 
 pub struct Pebble {
     dir: TempDir,
+    /// The address pebble's ACME and management listeners bind (127.0.0.1 unless
+    /// [`Pebble::on_address`] set another, e.g. the simulated VMs' bridge).
+    pub address: std::net::IpAddr,
     pub listen: u16,
     pub management: u16,
     /// The HTTP-01 port pebble's VA connects to: the agent's `acme.http01_port`.
@@ -78,6 +81,7 @@ impl Pebble {
         std::fs::write(&tls_ca, ca.cert_pem()).expect("write ca");
         let log = dir.path().join("pebble.log");
         Pebble {
+            address: std::net::IpAddr::from([127, 0, 0, 1]),
             listen: crate::free_port(),
             management: crate::free_port(),
             http01: crate::free_port(),
@@ -99,6 +103,37 @@ impl Pebble {
         self
     }
 
+    /// Listen on `address` (e.g. the VMs' bridge gateway) instead of loopback, with a listener
+    /// certificate that names it, and validate HTTP-01 on `http01_port` (80 for agents in VMs).
+    pub fn on_address(mut self, address: std::net::IpAddr, http01_port: u16) -> Pebble {
+        let ca = Ca::generate("pebble listener CA", Validity::days(2)).expect("CA");
+        let bundle = ca
+            .issue_agent("localhost", &[], &[address], Validity::days(2))
+            .expect("pebble cert");
+        std::fs::write(self.dir.path().join("cert.pem"), &bundle.cert_pem).expect("write cert");
+        std::fs::write(self.dir.path().join("key.pem"), &bundle.key_pem).expect("write key");
+        std::fs::write(&self.tls_ca, ca.cert_pem()).expect("write ca");
+        self.address = address;
+        self.http01 = http01_port;
+        self
+    }
+
+    /// Makes challtestsrv (pebble's DNS) answer `host` with `ip`, for HTTP-01 to a VM.
+    pub fn add_a(&self, host: &str, ip: std::net::IpAddr) {
+        let body = serde_json::json!({ "host": format!("{host}."), "addresses": [ip.to_string()] });
+        let out = Command::new("curl")
+            .args(["-sS", "--fail", "-X", "POST", "-d"])
+            .arg(body.to_string())
+            .arg(format!("http://127.0.0.1:{}/add-a", self.cts_management))
+            .output()
+            .expect("run curl");
+        assert!(
+            out.status.success(),
+            "challtestsrv add-a {host}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn validity(mut self, secs: u64) -> Pebble {
         self.validity_secs = secs;
         self
@@ -115,7 +150,7 @@ impl Pebble {
     }
 
     pub fn directory_url(&self) -> String {
-        format!("https://127.0.0.1:{}/dir", self.listen)
+        format!("https://{}:{}/dir", self.address, self.listen)
     }
 
     fn start_challtestsrv(&mut self) {
@@ -130,7 +165,11 @@ impl Pebble {
             .spawn()
             .expect("spawn pebble-challtestsrv");
         self.challtestsrv = Some(child);
-        wait_port(self.cts_management, "pebble-challtestsrv");
+        wait_port(
+            [127, 0, 0, 1].into(),
+            self.cts_management,
+            "pebble-challtestsrv",
+        );
     }
 
     /// (Re)starts pebble with the same ports. A restarted pebble has a new root and forgets
@@ -138,8 +177,8 @@ impl Pebble {
     pub fn start_pebble(&mut self) {
         assert!(self.pebble.is_none(), "pebble already runs");
         let mut cfg = serde_json::json!({"pebble": {
-            "listenAddress": format!("127.0.0.1:{}", self.listen),
-            "managementListenAddress": format!("127.0.0.1:{}", self.management),
+            "listenAddress": format!("{}:{}", self.address, self.listen),
+            "managementListenAddress": format!("{}:{}", self.address, self.management),
             "certificate": self.dir.path().join("cert.pem"),
             "privateKey": self.dir.path().join("key.pem"),
             "httpPort": self.http01,
@@ -168,9 +207,30 @@ impl Pebble {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        self.pebble = Some(cmd.spawn().expect("spawn pebble"));
-        wait_port(self.listen, "pebble");
-        wait_port(self.management, "pebble management");
+        let mut child = cmd.spawn().expect("spawn pebble");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for (port, what) in [
+            (self.listen, "pebble"),
+            (self.management, "pebble management"),
+        ] {
+            while std::net::TcpStream::connect((self.address, port)).is_err() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "{what} exited ({status}) before listening on {}:{port}:\n{}",
+                        self.address,
+                        self.log()
+                    );
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{what} did not listen on {}:{port} within 30 s:\n{}",
+                    self.address,
+                    self.log()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.pebble = Some(child);
     }
 
     /// Stops pebble (SIGKILL); challtestsrv keeps running.
@@ -186,7 +246,10 @@ impl Pebble {
         let out = Command::new("curl")
             .args(["-sS", "--fail", "--cacert"])
             .arg(&self.tls_ca)
-            .arg(format!("https://127.0.0.1:{}/roots/0", self.management))
+            .arg(format!(
+                "https://{}:{}/roots/0",
+                self.address, self.management
+            ))
             .output()
             .expect("run curl");
         assert!(
@@ -228,12 +291,12 @@ impl Drop for Pebble {
     }
 }
 
-fn wait_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+fn wait_port(address: std::net::IpAddr, port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect((address, port)).is_err() {
         assert!(
             Instant::now() < deadline,
-            "{what} did not listen on 127.0.0.1:{port} within 10 s"
+            "{what} did not listen on {address}:{port} within 30 s"
         );
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -84,6 +84,7 @@ impl Vm {
         let image = crate::docker::busybox_image();
         let mut slot = Slot::allocate(name_hint);
         slot.create_network();
+        hosts_add(&slot.name, slot.ip(), &slot.dns_name);
         slot.start_engine();
         slot.load_image(image);
 
@@ -546,6 +547,7 @@ fn ensure_bridge() {
 /// dirs, the dirs, the veth (when the index is known) and the namespace. Never panics (it runs
 /// while unwinding).
 fn teardown(name: &str, index: Option<u8>, mut dockerd: Option<Child>) {
+    hosts_remove(name);
     let run = run_dir(name);
     let data = data_dir(name);
     let host = format!("unix://{}/docker.sock", run.display());
@@ -743,6 +745,14 @@ impl Footprint {
         for m in mounts_under(&[&run_dir(&self.name), &data_dir(&self.name)]) {
             left.push(format!("mount {}", m.display()));
         }
+        let marker = hosts_marker(&self.name);
+        if let Some(line) = std::fs::read_to_string("/etc/hosts")
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.ends_with(&marker))
+        {
+            left.push(format!("/etc/hosts line {line:?}"));
+        }
         for p in processes_of(self.netns_ino, &self.container_ids) {
             left.push(format!("process {} ({})", p.pid, cmdline(p.pid)));
         }
@@ -863,4 +873,58 @@ fn ip(args: &[&str]) {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Name resolution
+
+/// The marker that ends a VM's line in /etc/hosts.
+fn hosts_marker(name: &str) -> String {
+    format!("# kagent-tests {name}")
+}
+
+/// Runs `edit` on /etc/hosts under its own lock, writing in place (the file may be a bind
+/// mount, which a rename would not replace).
+fn edit_hosts(edit: impl FnOnce(&str) -> String) {
+    std::fs::create_dir_all(RUN_BASE).expect("create /run/kagent-tests");
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(Path::new(RUN_BASE).join("hosts.lock"))
+        .expect("open the /etc/hosts lock");
+    let _guard = Flock::lock(lock, FlockArg::LockExclusive).expect("lock /etc/hosts edits");
+    let before = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let after = edit(&before);
+    if after != before {
+        std::fs::write("/etc/hosts", after).expect("write /etc/hosts");
+    }
+}
+
+/// Makes the VM's DNS name resolve to its address, for every VM and the root namespace (they
+/// share the file system): the simulation of the install's DNS. Removed by `teardown`.
+fn hosts_add(name: &str, ip: Ipv4Addr, dns_name: &str) {
+    let marker = hosts_marker(name);
+    edit_hosts(|text| {
+        let mut out: String = text
+            .lines()
+            .filter(|l| !l.ends_with(&marker))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        out.push_str(&format!("{ip} {dns_name} {marker}\n"));
+        out
+    });
+}
+
+fn hosts_remove(name: &str) {
+    let marker = hosts_marker(name);
+    edit_hosts(|text| {
+        if !text.lines().any(|l| l.ends_with(&marker)) {
+            return text.to_string();
+        }
+        text.lines()
+            .filter(|l| !l.ends_with(&marker))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    });
 }

@@ -2,58 +2,12 @@
 //! spec file, lists operations and reads facts from the real agent over mTLS.
 
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
+use kagent_tests::kctl_cli::Kctl;
 use kagent_tests::*;
 use kctl::ca::BundlePaths;
 use serde_json::Value;
-
-struct Kctl {
-    bin: PathBuf,
-    config_dir: PathBuf,
-    home: PathBuf,
-}
-
-impl Kctl {
-    fn run(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(&self.bin);
-        cmd.arg("--config-dir").arg(&self.config_dir).args(args);
-        for var in ["KCTL_CONFIG_DIR", "KCTL_IDENTITY", "XDG_CONFIG_HOME"] {
-            cmd.env_remove(var);
-        }
-        cmd.env("HOME", &self.home).env("NO_COLOR", "1");
-        cmd.output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.bin.display()))
-    }
-
-    /// Runs and asserts exit code 0; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "kctl {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-/// kctl under test: `KCTL_BIN` must exist when set; otherwise `target/debug/kctl` if built.
-fn kctl_or_skip() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("KCTL_BIN").filter(|p| !p.is_empty()) {
-        let p = PathBuf::from(p);
-        assert!(p.is_file(), "KCTL_BIN={} does not exist", p.display());
-        return Some(p);
-    }
-    let found = kctl_bin();
-    if found.is_none() {
-        eprintln!("kctl not built and KCTL_BIN unset: kctl end-to-end test skipped");
-    }
-    found
-}
 
 fn json_lines(text: &str) -> Vec<Value> {
     text.lines()
@@ -68,21 +22,15 @@ fn mode(p: &Path) -> u32 {
 
 #[tokio::test]
 async fn kctl_ca_apply_ops_facts() {
-    let Some(bin) = kctl_or_skip() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let k = Kctl {
-        bin,
-        config_dir: tmp.path().join("kctl"),
-        home: tmp.path().join("home"),
-    };
-    std::fs::create_dir_all(&k.home).unwrap();
+    let k = Kctl::fresh();
 
     // The fleet CA and the operator's identity.
     k.ok(&["ca", "init", "--client-name", "e2e-admin"]);
-    let ca_cert = k.config_dir.join("ca/ca.crt");
+    let ca_cert = k.config_dir().join("ca/ca.crt");
     assert!(ca_cert.is_file(), "kctl ca init wrote no ca/ca.crt");
-    assert_eq!(mode(&k.config_dir.join("ca/ca.key")), 0o600);
-    let identity = BundlePaths::new(&k.config_dir.join("identity"), "client");
+    assert_eq!(mode(&k.config_dir().join("ca/ca.key")), 0o600);
+    let identity = BundlePaths::new(&k.config_dir().join("identity"), "client");
     assert!(identity.cert.is_file() && identity.key.is_file());
     assert_eq!(mode(&identity.key), 0o600);
     let again = k.run(&["ca", "init"]);
@@ -93,7 +41,7 @@ async fn kctl_ca_apply_ops_facts() {
 
     // The agent's certificate, and the agent started with it.
     k.ok(&["ca", "issue", "agent", "localhost", "--ip", "127.0.0.1"]);
-    let server = BundlePaths::new(&k.config_dir.join("agents/localhost"), "agent");
+    let server = BundlePaths::new(&k.config_dir().join("agents/localhost"), "agent");
     assert!(server.cert.is_file() && server.key.is_file());
     let unused = Pki::new();
     let agent = Agent::builder(&unused)

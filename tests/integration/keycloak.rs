@@ -826,6 +826,9 @@ async fn admin_service_client_reconciles_and_kctl_exports_and_reveals() {
     ];
     let table = kctl.ok(&check);
     assert!(table.ends_with("7 checks passed\n"), "{table}");
+    // What kctl provision waits for before the KHEOPS host has the secret: no secret needed.
+    let reachable = kctl.ok(&[&check[..9], &check[11..], &["--only", "discovery,jwks"]].concat());
+    assert!(reachable.ends_with("2 checks passed\n"), "{reachable}");
     let doc: Value =
         serde_json::from_str(&kctl.ok(&[&check[..], &["-o", "json"]].concat())).expect("json");
     assert_eq!(doc["pass"], true, "{doc}");
@@ -871,4 +874,18 @@ async fn admin_service_client_reconciles_and_kctl_exports_and_reveals() {
         "{audit}"
     );
     assert!(!audit.contains(&managed), "the audit log holds the secret");
+}
+
+/// The Keycloak image stand-in (`quay.io/keycloak/keycloak:VERSION`, built locally from the
+/// same distribution): its entrypoint runs the real kc.sh on the bundled JDK as uid 1000.
+#[test]
+fn keycloak_image_stand_in_runs_kc_sh_as_uid_1000() {
+    let image = kagent_tests::images::keycloak_image();
+    let version = kagent_tests::docker::docker_ok(&["run", "--rm", image, "--version"]);
+    assert!(
+        version.contains(&format!("Keycloak {}", kagent_tests::keycloak::version())),
+        "{version}"
+    );
+    let id = kagent_tests::docker::docker_ok(&["run", "--rm", "--entrypoint", "id", image, "-u"]);
+    assert_eq!(id, "1000");
 }

@@ -36,22 +36,7 @@ impl Lines {
     }
 }
 
-fn testroots() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/testroots");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.canonicalize().unwrap()
-}
-
-fn sh(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use kagent_tests::rootfs::{bookworm, copy_root, sh};
 
 fn need(program: &str, package: &str) {
     let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
@@ -65,45 +50,6 @@ fn need(program: &str, package: &str) {
 
 fn is_root() -> bool {
     nix::unistd::Uid::effective().is_root()
-}
-
-/// The pristine bookworm root, built once (about 30 s) and reused.
-fn bookworm() -> PathBuf {
-    let root = testroots().join("bookworm");
-    if root.join("etc/os-release").exists() && root.join("var/lib/dpkg/status").exists() {
-        return root;
-    }
-    need("debootstrap", "debootstrap");
-    let sources =
-        std::fs::read_to_string("/etc/apt/sources.list.d/debian.sources").unwrap_or_default();
-    let mirror = sources
-        .lines()
-        .find_map(|l| l.strip_prefix("URIs:"))
-        .map(|m| m.trim().to_string())
-        .unwrap_or_else(|| "http://deb.debian.org/debian".into());
-    let partial = testroots().join("bookworm.partial");
-    let _ = std::fs::remove_dir_all(&partial);
-    let started = std::time::Instant::now();
-    sh(Command::new("debootstrap")
-        .args(["--variant=minbase", "bookworm"])
-        .arg(&partial)
-        .arg(&mirror));
-    eprintln!("debootstrap bookworm: {:?}", started.elapsed());
-    std::fs::rename(&partial, &root).unwrap();
-    root
-}
-
-/// A throwaway copy of a pristine root, next to it (same file system, fast copy).
-fn copy_root(pristine: &Path) -> tempfile::TempDir {
-    let dir = tempfile::Builder::new()
-        .prefix("run-")
-        .tempdir_in(testroots())
-        .unwrap();
-    sh(Command::new("cp")
-        .args(["-a", "--reflink=auto"])
-        .arg(format!("{}/.", pristine.display()))
-        .arg(dir.path()));
-    dir
 }
 
 fn history_programs(t: &Target) -> Vec<String> {

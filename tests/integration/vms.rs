@@ -248,7 +248,14 @@ fn dropping_a_vm_removes_everything_it_made() {
     ]);
     let fp = vm.footprint();
     let before = fp.remaining();
-    for what in ["namespace ", "veth ktv", "dir ", "allocation ", "mount "] {
+    for what in [
+        "namespace ",
+        "veth ktv",
+        "dir ",
+        "allocation ",
+        "mount ",
+        "/etc/hosts line",
+    ] {
         assert!(
             before.iter().any(|l| l.starts_with(what)),
             "the footprint sees {what:?}: {before:#?}"
@@ -262,12 +269,26 @@ fn dropping_a_vm_removes_everything_it_made() {
         );
     }
     let (name, ip) = (vm.name().to_string(), vm.ip());
+    // Its DNS name resolves to its address, as the install's DNS would.
+    let resolved: Vec<std::net::SocketAddr> =
+        std::net::ToSocketAddrs::to_socket_addrs(&(vm.dns_name(), 443))
+            .expect("the VM's name resolves")
+            .collect();
+    assert!(
+        resolved.iter().any(|a| a.ip() == std::net::IpAddr::V4(ip)),
+        "{resolved:?}"
+    );
+    let dns_name = vm.dns_name().to_string();
 
     let t0 = Instant::now();
     drop(vm);
     eprintln!("VM dropped in {:?}", t0.elapsed());
     let after = fp.remaining();
     assert!(after.is_empty(), "{name} left behind: {after:#?}");
+    assert!(
+        std::net::ToSocketAddrs::to_socket_addrs(&(dns_name.as_str(), 443)).is_err(),
+        "{dns_name} still resolves"
+    );
     let net = Command::new("ip")
         .args(["netns", "list"])
         .output()

@@ -2,8 +2,12 @@
 //! endpoints): hyper over rustls with the ring provider, plain HTTP allowed for loopback tests.
 //! Trust is the given PEM bundle only, or the system roots when none is given.
 
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -11,6 +15,7 @@ use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -55,14 +60,60 @@ impl Reply {
     }
 }
 
+/// The connector's name resolution: the system's (getaddrinfo, on a blocking thread), or one
+/// fixed address for every name (`connect_to`: the server is reached at a known address while
+/// the URL, SNI, `Host` and the certificate check keep its name, like curl's `--connect-to`).
+#[derive(Clone, Debug)]
+struct Resolver {
+    fixed: Option<IpAddr>,
+}
+
+type Resolved = std::vec::IntoIter<SocketAddr>;
+
+impl tower_service::Service<Name> for Resolver {
+    type Response = Resolved;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Resolved, std::io::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), std::io::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let fixed = self.fixed;
+        Box::pin(async move {
+            // Port 0: the connector puts the URL's port in.
+            if let Some(ip) = fixed {
+                return Ok(vec![SocketAddr::new(ip, 0)].into_iter());
+            }
+            let host = name.as_str().to_string();
+            tokio::task::spawn_blocking(move || {
+                (host.as_str(), 0)
+                    .to_socket_addrs()
+                    .map(|a| a.collect::<Vec<_>>().into_iter())
+            })
+            .await
+            .map_err(std::io::Error::other)?
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct Client {
-    inner: HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    inner: HyperClient<hyper_rustls::HttpsConnector<HttpConnector<Resolver>>, Full<Bytes>>,
 }
 
 impl Client {
     /// A client trusting `ca_file` (PEM, one or more certificates) or the system roots.
     pub fn new(ca_file: Option<&Path>) -> Result<Client, HttpError> {
+        Client::connecting_to(ca_file, None)
+    }
+
+    /// As [`Client::new`], connecting to `address` (when given) whatever the URL's host.
+    pub fn connecting_to(
+        ca_file: Option<&Path>,
+        address: Option<IpAddr>,
+    ) -> Result<Client, HttpError> {
         let mut roots = rustls::RootCertStore::empty();
         match ca_file {
             Some(path) => {
@@ -95,11 +146,13 @@ impl Client {
         .map_err(|e| HttpError::Setup(format!("TLS setup: {e}")))?
         .with_root_certificates(roots)
         .with_no_client_auth();
+        let mut http = HttpConnector::new_with_resolver(Resolver { fixed: address });
+        http.enforce_http(false);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(config)
             .https_or_http()
             .enable_http1()
-            .build();
+            .wrap_connector(http);
         Ok(Client {
             inner: HyperClient::builder(TokioExecutor::new()).build(connector),
         })
@@ -230,4 +283,40 @@ pub fn encode(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes())
         .collect::<String>()
         .replace('+', "%20")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A name that resolves nowhere is reached at the fixed address, with its own name in the
+    /// `Host` header and the URL's port.
+    #[tokio::test]
+    async fn connect_to_reaches_the_address_and_keeps_the_name()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await?;
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await?;
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+                .await?;
+            Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf[..n]).to_lowercase())
+        });
+        let client = Client::connecting_to(None, Some(IpAddr::from([127, 0, 0, 1])))?;
+        let url = format!("http://keycloak.invalid:{port}/auth/realms/master");
+        let reply = client.get(&url, None).await?;
+        assert_eq!(reply.status, StatusCode::OK);
+        let request = server.await??;
+        assert!(
+            request.contains(&format!("host: keycloak.invalid:{port}")),
+            "{request}"
+        );
+        // Without the override the name does not resolve.
+        let plain = Client::new(None)?;
+        assert!(plain.get(&url, None).await.is_err());
+        Ok(())
+    }
 }

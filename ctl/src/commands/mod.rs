@@ -5,14 +5,18 @@ mod ca;
 mod certs;
 mod containers;
 mod facts;
+mod fleet;
 mod keycloak;
 mod operation;
+pub mod provision;
+mod provision_inventory;
+mod stacks;
 mod trust;
 
 use std::io::Write;
 
 use crate::agent_client::AgentClient;
-use crate::cli::{CaCommand, Cli, Command, IssueCommand, KeycloakCommand};
+use crate::cli::{CaCommand, Cli, Command, FleetCommand, IssueCommand, KeycloakCommand};
 use crate::config::{self, Credentials, Paths};
 use crate::error::{Error, Result};
 use crate::host::Target;
@@ -23,12 +27,17 @@ pub struct Context {
     pub paths: Paths,
     pub format: Format,
     pub style: Style,
+    /// The inventory file (`--inventory`, else `<config dir>/inventory.toml`).
+    pub inventory: std::path::PathBuf,
 }
 
 /// Runs the parsed command line; returns the exit code (errors are the caller's to print).
 pub async fn run(cli: Cli) -> Result<u8> {
     let config_dir = config::config_dir(cli.global.config_dir.as_deref(), |k| std::env::var_os(k))?;
+    let inventory =
+        (cli.global.inventory).unwrap_or_else(|| config_dir.join(crate::inventory::FILE_NAME));
     let ctx = Context {
+        inventory,
         paths: Paths::new(config_dir, cli.global.identity, cli.global.ca_file),
         format: cli.global.output,
         style: Style::detect(),
@@ -125,6 +134,7 @@ pub async fn run(cli: Cli) -> Result<u8> {
             realm,
             kheops_origin,
             secret_file,
+            only,
             expected_issuer,
             login_client,
             auth_client,
@@ -137,11 +147,18 @@ pub async fn run(cli: Cli) -> Result<u8> {
                 expected_issuer: expected_issuer.unwrap_or_default(),
                 login_client,
                 auth_client,
-                auth_secret_file: secret_file,
+                auth_secret_file: secret_file.unwrap_or_default(),
                 ca_file: keycloak_ca_file.unwrap_or_default(),
+                only,
             };
             keycloak::check(&ctx, &host, request).await
         }
+        Command::Provision(args) => provision::run(&ctx, args).await,
+        Command::Fleet(FleetCommand::Status {
+            installs,
+            concurrency,
+        }) => fleet::status(&ctx, &installs, concurrency).await,
+        Command::Stacks(c) => stacks::run(&ctx, c),
         Command::Reveal { host, path } => keycloak::reveal(&ctx, &host, &path).await,
         Command::Certs { host } => certs::list(&ctx, &host).await,
         Command::Renew { host, name, force } => {

@@ -39,7 +39,7 @@ pub fn containers_human(containers: &[v1::ContainerInfo], now: OffsetDateTime) -
 }
 
 /// A duration in seconds for a table: `45s`, `12m`, `5h`, `3d`.
-fn age(secs: i64) -> String {
+pub(super) fn age(secs: i64) -> String {
     let s = secs.max(0);
     match s {
         0..60 => format!("{s}s"),

@@ -14,6 +14,7 @@
 //! admin_credential_file = "/srv/kctl/keycloak/admin-password"
 //! # admin_user = "admin"; admin_realm = "master"; admin_client_id = "kagent" (client credentials)
 //! # ca_file = "/srv/kctl/keycloak/tls/ca.pem"
+//! # connect_address = "127.0.0.1"   # reach `url`'s name at this IP (hairpin NAT)
 //! kheops_origin = "https://kheops.example.org"
 //! client_secret_file = "/srv/kctl/keycloak/kheops-auth-secret"
 //! # realm = "demo"; registration_allowed = true; ssl_required = "external"
@@ -33,6 +34,8 @@ pub struct KeycloakRealmSpec {
     pub admin_realm: Option<String>,
     pub admin_client_id: Option<String>,
     pub ca_file: Option<String>,
+    /// Connect to this IP instead of resolving `url`'s host (the name is still verified).
+    pub connect_address: Option<String>,
     pub realm: Option<String>,
     pub kheops_origin: String,
     #[serde(default)]
@@ -69,6 +72,14 @@ pub fn check_keycloak_realm(k: &KeycloakRealmSpec) -> Result<(), String> {
             return Err(format!("field `{f}`: {p:?} is not an absolute path"));
         }
     }
+    if let Some(a) = &k.connect_address
+        && !a.is_empty()
+        && a.parse::<std::net::IpAddr>().is_err()
+    {
+        return Err(format!(
+            "field `connect_address`: {a:?} is not an IP address (e.g. 127.0.0.1)"
+        ));
+    }
     if !k.kheops_origin.starts_with("https://") && !k.kheops_origin.starts_with("http://") {
         return Err(format!(
             "field `kheops_origin`: {:?}: write scheme and host, e.g. https://kheops.example.org",
@@ -94,19 +105,23 @@ pub fn admin_proto(
         client_id: client_id.unwrap_or_default().to_string(),
         credential_file: credential_file.to_string(),
         ca_file: ca_file.unwrap_or_default().to_string(),
+        connect_address: String::new(),
     }
 }
 
 pub fn keycloak_realm_to_proto(k: &KeycloakRealmSpec) -> Result<v1::KeycloakRealm, String> {
     Ok(v1::KeycloakRealm {
-        admin: Some(admin_proto(
-            &k.url,
-            &k.admin_credential_file,
-            k.admin_user.as_deref(),
-            k.admin_realm.as_deref(),
-            k.admin_client_id.as_deref(),
-            k.ca_file.as_deref(),
-        )),
+        admin: Some(v1::KeycloakAdmin {
+            connect_address: k.connect_address.clone().unwrap_or_default(),
+            ..admin_proto(
+                &k.url,
+                &k.admin_credential_file,
+                k.admin_user.as_deref(),
+                k.admin_realm.as_deref(),
+                k.admin_client_id.as_deref(),
+                k.ca_file.as_deref(),
+            )
+        }),
         realm: k.realm.clone().unwrap_or_default(),
         kheops_origin: k.kheops_origin.clone(),
         registration_allowed: k.registration_allowed,

@@ -769,6 +769,24 @@ async fn apply_in(
             .cloned()
             .unwrap_or_else(|| "localhost".into());
         for c in &spec.consumers {
+            if let reload::Target::Container(name) = &c.target {
+                let exists = reload::container_exists(name)
+                    .await
+                    .map_err(|e| ResourceError {
+                        message: e,
+                        hint: "the new files are in place; restart the consumer by hand".into(),
+                    })?;
+                if !exists {
+                    progress.report(
+                        &format!(
+                            "container {name} does not exist yet: it reads the files when it is \
+                             created"
+                        ),
+                        None,
+                    );
+                    continue;
+                }
+            }
             reload::notify(c).await.map_err(|e| ResourceError {
                 message: e,
                 hint: "the new files are in place; restart the consumer by hand".into(),

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use bollard::Docker;
 use bollard::query_parameters::{
-    KillContainerOptionsBuilder, ListContainersOptionsBuilder, RestartContainerOptions,
-    StopContainerOptions,
+    InspectContainerOptions, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    RestartContainerOptions, StopContainerOptions,
 };
 use nix::sys::signal::Signal;
 
@@ -65,6 +65,21 @@ async fn docker() -> Result<Docker, String> {
     d.negotiate_version()
         .await
         .map_err(|e| format!("the Docker engine does not answer: {e}"))
+}
+
+/// Whether a consumer container exists yet. On a fresh host the certificate is issued before
+/// the container that reads it is created (later in the same spec): such a container reads the
+/// files when it starts, and has nothing to restart.
+pub async fn container_exists(name: &str) -> Result<bool, String> {
+    match docker()
+        .await?
+        .inspect_container(name, None::<InspectContainerOptions>)
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if crate::host::docker::is_not_found(&e) => Ok(false),
+        Err(e) => Err(format!("cannot inspect container {name}: {e}")),
+    }
 }
 
 /// Restarts or signals one consumer.

@@ -282,7 +282,10 @@ impl Admin {
         let realm = &d.realm.name;
         let r = encode(realm);
         let Some(rep) = self.get(&format!("/{r}")).await? else {
-            return Ok(super::Observed { realm: None });
+            return Ok(super::Observed {
+                realm: None,
+                unreachable: None,
+            });
         };
         let all_scopes = self.get_list(&format!("/{r}/client-scopes")).await?;
         let mut scopes = BTreeMap::new();
@@ -335,6 +338,7 @@ impl Admin {
             );
         }
         Ok(super::Observed {
+            unreachable: None,
             realm: Some(super::ObservedRealm {
                 rep,
                 scopes,

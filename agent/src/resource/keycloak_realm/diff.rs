@@ -536,6 +536,7 @@ mod tests {
                     .collect(),
                 clients,
             }),
+            unreachable: None,
         }
     }
 
@@ -549,7 +550,13 @@ mod tests {
     #[test]
     fn a_missing_realm_is_created_whole() {
         let d = desired();
-        let s = steps(&d, &Observed { realm: None });
+        let s = steps(
+            &d,
+            &Observed {
+                realm: None,
+                unreachable: None,
+            },
+        );
         assert!(matches!(s.first(), Some(Step::CreateRealm { .. })));
         let text: Vec<String> = s.iter().map(|s| s.describe("demo")).collect();
         assert!(

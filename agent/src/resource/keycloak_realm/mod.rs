@@ -34,6 +34,8 @@ pub struct AdminSpec {
     pub client_id: Option<String>,
     pub credential_file: ManagedPath,
     pub ca_file: Option<PathBuf>,
+    /// Connect here instead of resolving the URL's host (see `KeycloakAdmin.connect_address`).
+    pub connect_address: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +50,10 @@ pub struct Spec {
 #[derive(Debug, Clone)]
 pub struct Observed {
     pub realm: Option<ObservedRealm>,
+    /// Why Keycloak could not be read, when that is expected on a fresh host (the admin
+    /// credential or Keycloak itself comes from an earlier resource of the spec): the plan
+    /// says so and apply reads again.
+    pub unreachable: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +114,15 @@ pub fn admin_from_proto(
             ));
         }
     };
+    let connect_address = match a.connect_address.as_str() {
+        "" => None,
+        v => Some(v.parse::<std::net::IpAddr>().map_err(|_| {
+            field(
+                "admin.connect_address",
+                format!("{v:?} is not an IP address (e.g. 127.0.0.1)"),
+            )
+        })?),
+    };
     Ok(AdminSpec {
         url,
         realm: if a.realm.is_empty() {
@@ -123,6 +138,7 @@ pub fn admin_from_proto(
         client_id: (!a.client_id.is_empty()).then(|| a.client_id.clone()),
         credential_file,
         ca_file,
+        connect_address,
     })
 }
 
@@ -241,11 +257,18 @@ pub fn read_secret_file(path: &ManagedPath, what: &str) -> Result<String, Resour
     Ok(value)
 }
 
+/// The HTTP client for Keycloak's admin URL (trust and address as the spec says).
+fn admin_client(a: &AdminSpec) -> Result<http::Client, ResourceError> {
+    http::Client::connecting_to(a.ca_file.as_deref(), a.connect_address).map_err(|e| {
+        ResourceError {
+            message: e.to_string(),
+            hint: "check admin.ca_file".into(),
+        }
+    })
+}
+
 pub async fn login(a: &AdminSpec) -> Result<Admin, ResourceError> {
-    let client = http::Client::new(a.ca_file.as_deref()).map_err(|e| ResourceError {
-        message: e.to_string(),
-        hint: "check admin.ca_file".into(),
-    })?;
+    let client = admin_client(a)?;
     let secret = read_secret_file(&a.credential_file, "the admin credential")?;
     Admin::login(
         client,
@@ -277,11 +300,60 @@ pub async fn read(spec: &Spec) -> Result<Observed, ResourceError> {
             ));
         }
     };
+    if let Some(why) = not_yet(&spec.admin).await? {
+        return Ok(Observed {
+            realm: None,
+            unreachable: Some(why),
+        });
+    }
     let admin = login(&spec.admin).await?;
     admin.read(&spec.desired, secret.as_deref()).await
 }
 
+/// Why Keycloak cannot be read *yet*: the admin credential does not exist (an earlier
+/// `secret` makes it) or nothing answers at the URL (an earlier container starts Keycloak).
+/// A refused login or an untrusted certificate is not "yet": those are errors.
+async fn not_yet(a: &AdminSpec) -> Result<Option<String>, ResourceError> {
+    let exists = fs::read(&a.credential_file)
+        .map_err(|e| ResourceError::io("read", a.credential_file.path(), &e))?
+        .is_some();
+    if !exists {
+        return Ok(Some(format!(
+            "the admin credential {} does not exist yet",
+            a.credential_file
+        )));
+    }
+    let client = admin_client(a)?;
+    let url = format!("{}/realms/master", a.url);
+    match client.get(&url, None).await {
+        Err(http::HttpError::Transport { error, .. })
+            if [
+                "onnection refused",
+                "dns error",
+                "timed out",
+                "failed to lookup",
+            ]
+            .iter()
+            .any(|s| error.contains(s)) =>
+        {
+            Ok(Some(format!("nothing answers at {}: {error}", a.url)))
+        }
+        _ => Ok(None),
+    }
+}
+
 pub fn plan(spec: &Spec, observed: &Observed) -> Change {
+    if let Some(why) = &observed.unreachable {
+        return Change {
+            action: Action::Create,
+            diff: format!(
+                "+ realm {} (Keycloak cannot be read yet: {why}; it is read and reconciled when \
+                 applied)",
+                spec.settings.realm
+            ),
+            warnings: Vec::new(),
+        };
+    }
     let steps = diff::steps(&spec.desired, observed);
     let mut warnings: Vec<String> = diff::missing_scopes(&spec.desired, observed)
         .into_iter()
@@ -323,6 +395,24 @@ pub async fn apply(
     observed: &Observed,
     progress: &(dyn Progress + '_),
 ) -> Result<String, ResourceError> {
+    // Planned before Keycloak could be read: read now (the resources before this one, the
+    // container among them, have been applied).
+    let fresh;
+    let observed = if observed.unreachable.is_some() {
+        progress.report("reading Keycloak", None);
+        fresh = read(spec).await?;
+        if let Some(why) = &fresh.unreachable {
+            return Err(ResourceError {
+                message: format!("cannot reach Keycloak: {why}"),
+                hint: "list the Keycloak container (with a health check) and the admin \
+                       credential's `secret` before this resource, or check `url`"
+                    .into(),
+            });
+        }
+        &fresh
+    } else {
+        observed
+    };
     let steps = diff::steps(&spec.desired, observed);
     let secret = read_secret_file(&spec.client_secret_file, "the client secret file")?;
     let mut admin = login(&spec.admin).await?;
