@@ -24,21 +24,8 @@ pub const DEFAULT_CONCURRENCY: u16 = 8;
 /// How many operations are read to find the newest one that was not a dry run.
 pub const OPERATIONS_LIMIT: u32 = 20;
 
-/// Which side of an install a host is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    Keycloak,
-    Kheops,
-}
-
-impl Role {
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Keycloak => "keycloak",
-            Role::Kheops => "kheops",
-        }
-    }
-}
+/// Which side of an install a host is: the role of the stack it runs.
+pub use crate::stack::Role;
 
 /// One host to ask.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -150,13 +150,61 @@ async fn provision_brings_up_keycloak_then_kheops_across_two_vms_and_verifies_fr
     ]);
     assert!(served.status.success(), "{}", out_text(&served));
 
-    // Re-running converges: every resource unchanged, the checks pass again.
-    let again = tokio::task::block_in_place(|| kctl.run(&argv));
+    // Re-running converges: every resource unchanged, the checks pass again; this run also
+    // records the install in the inventory.
+    let inventory = kctl.config_dir().join("inventory.toml");
+    let inv = inventory.to_str().expect("utf-8");
+    let again = tokio::task::block_in_place(|| {
+        kctl.run(&[&argv[..], &["--save-install", "lab", "--inventory", inv]].concat())
+    });
     let text = out_text(&again);
     assert!(again.status.success(), "second provision: {text}");
     assert!(text.contains("7 checks passed"), "{text}");
     assert!(
         !text.contains("plan  create") && !text.contains("plan  update"),
         "a second run changed something:\n{text}"
+    );
+    let saved = std::fs::read_to_string(&inventory).expect("the inventory was written");
+    assert!(saved.contains("[install.lab]"), "{saved}");
+    assert!(
+        saved.contains(kc.dns_name()) && saved.contains(kh.dns_name()),
+        "{saved}"
+    );
+    assert!(
+        !saved.contains(kc_secret.trim()),
+        "the inventory holds the secret"
+    );
+
+    // The fleet view of the new install: both hosts answer, certificates far from expiry,
+    // containers healthy, last operations succeeded.
+    let status = tokio::task::block_in_place(|| {
+        kctl.run(&["fleet", "status", "--inventory", inv, "-o", "json"])
+    });
+    let text = out_text(&status);
+    assert!(status.status.success(), "fleet status: {text}");
+    let doc: serde_json::Value =
+        serde_json::from_slice(&status.stdout).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(doc["ok"], true, "{doc:#}");
+    assert_eq!(doc["hosts"].as_array().map(Vec::len), Some(2), "{doc:#}");
+
+    // And the inventory alone is enough to plan it again.
+    let from_inventory = tokio::task::block_in_place(|| {
+        kctl.run(&[
+            "provision",
+            "--install",
+            "lab",
+            "--inventory",
+            inv,
+            "--dry-run",
+        ])
+    });
+    let text = out_text(&from_inventory);
+    assert!(
+        from_inventory.status.success(),
+        "provision --install: {text}"
+    );
+    assert!(
+        !text.contains("plan  create") && !text.contains("plan  update"),
+        "the inventory's install differs from what was provisioned:\n{text}"
     );
 }
