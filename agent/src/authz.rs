@@ -70,6 +70,10 @@ pub const RULES: &[(&str, Need)] = &[
         Need::Role(Role::Operator),
     ),
     // Explicit secret reads and realm exports (which may carry secrets): admin, audited.
+    (
+        "/kagent.v1.Agent/RetireCertificate",
+        Need::Role(Role::Operator),
+    ),
     ("/kagent.v1.Agent/RevealSecret", Need::Role(Role::Admin)),
     (
         "/kagent.v1.Agent/ExportKeycloakRealm",

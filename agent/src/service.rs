@@ -371,6 +371,38 @@ impl Agent for AgentService {
         Ok(Response::new(follow(op, 0)))
     }
 
+    async fn retire_certificate(
+        &self,
+        req: Request<v1::RetireCertificateRequest>,
+    ) -> Result<Response<v1::RetireCertificateReply>, Status> {
+        const RPC: &str = "/kagent.v1.Agent/RetireCertificate";
+        let (who, begun) = self.begin_mutation(&req, RPC, None)?;
+        let name = req.into_inner().name;
+        let Ok(ctx) = crate::resource::certificate::context() else {
+            self.engine.audit().end(&begun, "error: no certificate store");
+            return Err(Status::failed_precondition("this agent manages no certificates"));
+        };
+        tracing::info!(caller = %who.subject, name = %name, "retire certificate");
+        let _exclusive = self.engine.exclusive().await;
+        let result = tokio::task::block_in_place(|| crate::resource::certificate::retire(&ctx, &name));
+        match result {
+            Ok(Some(files)) => {
+                self.engine.audit().end(&begun, "ok");
+                Ok(Response::new(v1::RetireCertificateReply { files }))
+            }
+            Ok(None) => {
+                self.engine.audit().end(&begun, "error: not managed");
+                Err(Status::not_found(format!(
+                    "no certificate named {name:?} is managed here (see `kctl certs HOST`)"
+                )))
+            }
+            Err(e) => {
+                self.engine.audit().end(&begun, &format!("error: {e}"));
+                Err(Status::internal(format!("retiring {name:?}: {e}")))
+            }
+        }
+    }
+
     async fn reveal_secret(
         &self,
         req: Request<v1::RevealSecretRequest>,

@@ -121,6 +121,16 @@ impl AgentClient {
         Ok(reply.checks)
     }
 
+    /// Stops managing a certificate; its deployed files (left in place).
+    pub async fn retire_certificate(&mut self, name: &str) -> Result<Vec<String>, Status> {
+        let call = self.grpc.retire_certificate(v1::RetireCertificateRequest {
+            name: name.to_string(),
+        });
+        let reply = with_timeout(call).await?.into_inner();
+        self.answered = true;
+        Ok(reply.files)
+    }
+
     /// Starts a renewal operation (one certificate, or all when `name` is empty).
     pub async fn renew_certificate(
         &mut self,

@@ -221,11 +221,14 @@ result; refused and invalid calls are recorded too.")]
     },
     /// List the host's certificates: names, issuer, expiry, next renewal, last error.
     #[command(
-        after_help = "Examples:\n  kctl certs vm1.example\n  kctl certs vm1.example -o json | jq '.certificates[] | select(.days_left < 20)'"
+        after_help = "Examples:\n  kctl certs vm1.example\n  kctl certs vm1.example -o json | jq '.certificates[] | select(.days_left < 20)'\n  kctl certs vm1.example --retire old-name   # no longer renewed; its files stay\n\nA certificate dropped from a spec is still renewed from its stored definition (one spec\nneed not name everything on a host): --retire stops that. Needs the operator role; audited.\nApplying the certificate again manages it again."
     )]
     Certs {
         /// The agent: NAME[:PORT].
         host: Target,
+        /// Stop managing this certificate (its deployed files are left in place).
+        #[arg(long, value_name = "NAME")]
+        retire: Option<String>,
     },
     /// Renew certificates now: those due, or with --force every one named. Needs the operator
     /// role; runs as an operation (see `kctl ops`).

@@ -170,6 +170,13 @@ impl Agent for FakeAgent {
         Err(Status::unimplemented("fake agent"))
     }
 
+    async fn retire_certificate(
+        &self,
+        _: Request<v1::RetireCertificateRequest>,
+    ) -> Result<Response<v1::RetireCertificateReply>, Status> {
+        Err(Status::unimplemented("fake agent"))
+    }
+
     async fn reveal_secret(
         &self,
         _: Request<v1::RevealSecretRequest>,

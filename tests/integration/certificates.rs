@@ -1039,3 +1039,76 @@ async fn pausing_the_port_owner_reports_the_downtime() {
         docker::http_get(pebble.http01, "/").is_some()
     }));
 }
+
+/// A certificate dropped from the specs keeps being renewed from its stored definition until
+/// it is retired (`kctl certs HOST --retire NAME`): then it is neither listed nor renewable,
+/// its files stay, unknown names and viewers are refused, and applying it again resumes the
+/// same certificate.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retired_certificate_is_no_longer_managed_and_its_files_stay() {
+    let pki = Pki::new();
+    let agent = Agent::start_new(&pki);
+    let mut client = admin(&pki, &agent).await;
+    let cert = agent.root.join("tls/old.pem");
+    let key = agent.root.join("tls/old.key");
+    let resource = Resource {
+        name: "old".into(),
+        kind: Some(Kind::Certificate(Certificate {
+            domains: vec!["old.kagent.test".into()],
+            issuer: Some(Issuer::SelfSigned(v1::SelfSignedIssuer { days: 30 })),
+            targets: vec![
+                target(
+                    &cert,
+                    CertificateContent::Fullchain,
+                    CertificateFormat::Pem,
+                    None,
+                ),
+                target(&key, CertificateContent::Key, CertificateFormat::Pem, None),
+            ],
+            ..Default::default()
+        })),
+    };
+    assert_ok(&apply_events(&mut client, host_spec(vec![resource.clone()])).await);
+    let listed = list(&mut client).await;
+    assert_eq!(listed.len(), 1);
+    let serial = listed[0].serial.clone();
+
+    let kctl = kagent_tests::kctl_cli::Kctl::admin(&pki);
+    let host = format!("localhost:{}", agent.addr.port());
+    let out = kctl.ok(&["certs", &host, "--retire", "old"]);
+    assert!(out.starts_with("retired old: no longer renewed"), "{out}");
+    assert!(out.contains(&cert.display().to_string()), "{out}");
+    assert!(
+        list(&mut client).await.is_empty(),
+        "a retired certificate is listed"
+    );
+    assert!(cert.is_file() && key.is_file(), "its files were removed");
+    let renew = client
+        .renew_certificate(RenewCertificateRequest {
+            name: "old".into(),
+            force: true,
+        })
+        .await;
+    assert!(renew.is_err(), "a retired certificate can be renewed");
+
+    let again = kctl.fails(&["certs", &host, "--retire", "old"]);
+    assert!(again.contains("no certificate named \"old\""), "{again}");
+    let viewer = pki.client("viewer-retire", "viewer");
+    let as_viewer = kagent_tests::kctl_cli::Kctl::with_identity(&pki, &viewer);
+    let denied = as_viewer.fails(&["certs", &host, "--retire", "old"]);
+    assert!(denied.to_lowercase().contains("permission"), "{denied}");
+    let audit = std::fs::read_to_string(agent.audit_log()).expect("audit log");
+    assert!(
+        audit.contains("/kagent.v1.Agent/RetireCertificate"),
+        "{audit}"
+    );
+
+    // Named again by an apply: managed again, the same certificate.
+    assert_ok(&apply_events(&mut client, host_spec(vec![resource])).await);
+    let back = list(&mut client).await;
+    assert_eq!(back.len(), 1);
+    assert_eq!(
+        back[0].serial, serial,
+        "re-managing issued a new certificate"
+    );
+}

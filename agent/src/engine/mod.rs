@@ -222,6 +222,13 @@ impl Engine {
     }
 
     /// Asks running operations to stop at their next safe point and waits for them.
+    /// Waits until no applying operation runs and keeps others from starting while the guard
+    /// lives: for changes outside operations (retiring a certificate the scheduler might be
+    /// renewing).
+    pub async fn exclusive(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.apply_lock.lock().await
+    }
+
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
         self.tasks.close();

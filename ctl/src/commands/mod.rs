@@ -160,7 +160,11 @@ pub async fn run(cli: Cli) -> Result<u8> {
         }) => fleet::status(&ctx, &installs, concurrency).await,
         Command::Stacks(c) => stacks::run(&ctx, c),
         Command::Reveal { host, path } => keycloak::reveal(&ctx, &host, &path).await,
-        Command::Certs { host } => certs::list(&ctx, &host).await,
+        Command::Certs {
+            host,
+            retire: Some(name),
+        } => certs::retire(&ctx, &host, &name).await,
+        Command::Certs { host, retire: None } => certs::list(&ctx, &host).await,
         Command::Renew { host, name, force } => {
             certs::renew(&ctx, &host, name.as_deref().unwrap_or(""), force).await
         }

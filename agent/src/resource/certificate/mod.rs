@@ -811,6 +811,17 @@ async fn apply_in(
     Ok(parts.join("; "))
 }
 
+/// `RetireCertificate`: stops managing `name`; the paths of its deployed files (left in place).
+/// `Ok(None)` when no such certificate is managed.
+pub fn retire(ctx: &Context, name: &str) -> std::io::Result<Option<Vec<String>>> {
+    let dir = CertDir::new(&ctx.state_dir, name);
+    Ok(dir.retire()?.map(|bytes| {
+        v1::Certificate::decode(bytes.as_slice())
+            .map(|c| c.targets.into_iter().map(|t| t.path).collect())
+            .unwrap_or_default()
+    }))
+}
+
 /// What `ListCertificates` shows for every certificate the agent manages.
 pub fn statuses(ctx: &Context) -> Vec<v1::CertificateStatus> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();

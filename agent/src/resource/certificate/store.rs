@@ -217,9 +217,30 @@ impl CertDir {
         std::fs::read(self.spec()).ok()
     }
 
+    /// Where a retired certificate's definition is kept.
+    pub fn retired_spec(&self) -> PathBuf {
+        self.dir.join("retired.pb")
+    }
+
+    /// Managed again (an apply names it): the definition is current, a retired one is gone.
     pub fn save_spec(&self, bytes: &[u8]) -> std::io::Result<()> {
         mkdir_private(&self.dir)?;
-        replace_file(&self.spec(), bytes, 0o600)
+        replace_file(&self.spec(), bytes, 0o600)?;
+        match std::fs::remove_file(self.retired_spec()) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Stops managing it: the definition moves aside in one rename (so [`managed_names`] no
+    /// longer lists it) and the certificate set stays. `None` when it was not managed; else
+    /// the definition.
+    pub fn retire(&self) -> std::io::Result<Option<Vec<u8>>> {
+        let Some(bytes) = self.load_spec() else {
+            return Ok(None);
+        };
+        std::fs::rename(self.spec(), self.retired_spec())?;
+        Ok(Some(bytes))
     }
 }
 
