@@ -379,12 +379,17 @@ impl Agent for AgentService {
         let (who, begun) = self.begin_mutation(&req, RPC, None)?;
         let name = req.into_inner().name;
         let Ok(ctx) = crate::resource::certificate::context() else {
-            self.engine.audit().end(&begun, "error: no certificate store");
-            return Err(Status::failed_precondition("this agent manages no certificates"));
+            self.engine
+                .audit()
+                .end(&begun, "error: no certificate store");
+            return Err(Status::failed_precondition(
+                "this agent manages no certificates",
+            ));
         };
         tracing::info!(caller = %who.subject, name = %name, "retire certificate");
         let _exclusive = self.engine.exclusive().await;
-        let result = tokio::task::block_in_place(|| crate::resource::certificate::retire(&ctx, &name));
+        let result =
+            tokio::task::block_in_place(|| crate::resource::certificate::retire(&ctx, &name));
         match result {
             Ok(Some(files)) => {
                 self.engine.audit().end(&begun, "ok");

@@ -427,7 +427,85 @@ pub enum FleetCommand {
               value_parser = clap::value_parser!(u16).range(1..))]
         concurrency: u16,
     },
+    /// Renew the certificates of every host of the installs now (as `kctl renew HOST` on each),
+    /// then one row per host. Exit code 1 when a host failed.
+    #[command(after_help = FLEET_RENEW_EXAMPLES)]
+    Renew {
+        /// Only this install (repeatable). Default: every install.
+        #[arg(long = "install", value_name = "NAME")]
+        installs: Vec<String>,
+        /// Renew every certificate, not only those due.
+        #[arg(long)]
+        force: bool,
+        /// How many hosts renew at once.
+        #[arg(long, default_value_t = crate::fleet::DEFAULT_RENEW_CONCURRENCY, value_name = "N",
+              value_parser = clap::value_parser!(u16).range(1..))]
+        concurrency: u16,
+    },
+    /// Provision the installs again with changed stack variables (e.g. a new Keycloak version),
+    /// one install after the other, stopping at the first that fails; resumable.
+    #[command(after_help = FLEET_UPGRADE_EXAMPLES)]
+    Upgrade {
+        /// Only this install (repeatable). Default: every install.
+        #[arg(long = "install", value_name = "NAME")]
+        installs: Vec<String>,
+        /// A variable of the Keycloak stack for every install (repeatable; wins over the
+        /// inventory's).
+        #[arg(long, value_name = "NAME=VALUE", value_parser = crate::stack::parse_assignment)]
+        keycloak_var: Vec<(String, String)>,
+        /// A variable of the KHEOPS stack for every install (repeatable).
+        #[arg(long, value_name = "NAME=VALUE", value_parser = crate::stack::parse_assignment)]
+        kheops_var: Vec<(String, String)>,
+        /// How many installs are provisioned at once.
+        #[arg(long, default_value_t = 1, value_name = "N",
+              value_parser = clap::value_parser!(u16).range(1..))]
+        max_parallel: u16,
+        /// Seconds Keycloak may take to become usable from the KHEOPS host (per install).
+        #[arg(long, default_value_t = 600, value_name = "SECONDS")]
+        wait: u64,
+        /// Plan every install (as `kctl provision --dry-run`); change and record nothing.
+        #[arg(long, conflicts_with = "resume")]
+        dry_run: bool,
+        /// Go on with the newest unfinished rollout with the same variables: its installs
+        /// that did not succeed run again, the others are skipped.
+        #[arg(long)]
+        resume: bool,
+    },
 }
+
+const FLEET_RENEW_EXAMPLES: &str = "\
+Examples:
+  kctl fleet renew                               # what is due, on every host of the inventory
+  kctl fleet renew --install prod --force        # every certificate of install prod, now
+  kctl fleet renew --force --concurrency 1 -o json | jq -c 'select(.type == \"summary\")'
+
+Each host (once, even when it is in several installs) gets RenewCertificate for all its
+certificates (the operator role is enough), at most --concurrency hosts at a time. Their events
+print as they come, prefixed by the host (a `host` field in JSON), then one row per host:
+result, certificates renewed, unchanged and failed, the operation (`kctl watch HOST ID`). A host
+that cannot be reached or whose renewal fails is a failed row; the others go on. A host with
+no certificates is `no certificates`, not a failure. Exit code 0 when no host failed, else 1.";
+
+const FLEET_UPGRADE_EXAMPLES: &str = "\
+Examples:
+  kctl fleet upgrade --keycloak-var keycloak_version=26.5.6 --dry-run
+  kctl fleet upgrade --keycloak-var keycloak_version=26.5.6
+  kctl fleet upgrade --keycloak-var keycloak_version=26.5.6 --resume
+  kctl fleet upgrade --install lab --install prod --kheops-var kheops_version=v1.1.2 --max-parallel 2
+
+Each install, in inventory order, is provisioned exactly as `kctl provision --install NAME
+--save-install NAME` with the variables given (they win over the entry's). Its health gate is
+the provision's own end: every verification check from the KHEOPS host passes. The first
+install that fails stops the rollout: no further install starts (with --max-parallel, those
+already running finish), and kctl says which failed and how to resume. An install that succeeds
+is saved to the inventory with the new variables, so the inventory says what runs.
+
+Every variable is checked against every install's stacks before anything is sent. The rollout
+is recorded in <config dir>/rollouts/ID.json (installs: pending, running, succeeded, failed;
+the variables); --resume takes the newest unfinished record with the same variables (and, with
+--install, the same installs) and skips its succeeded installs. --dry-run plans every install,
+does not stop at a failed plan, and records nothing. Exit code 0 when every install succeeded,
+1 when one failed, 2 when a variable, an install or a record is wrong.";
 
 #[derive(Debug, Subcommand)]
 pub enum KeycloakCommand {

@@ -208,6 +208,135 @@ pub fn problems(s: &HostStatus) -> Vec<String> {
     out
 }
 
+/// How many hosts `kctl fleet renew` renews at once by default.
+pub const DEFAULT_RENEW_CONCURRENCY: u16 = 4;
+
+/// One host to renew, with the installs it belongs to (a host in several installs is renewed
+/// once).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RenewTarget {
+    pub installs: Vec<String>,
+    pub host: Target,
+}
+
+/// The hosts of `targets`, each once, in order.
+pub fn renew_targets(targets: &[HostTarget]) -> Vec<RenewTarget> {
+    let mut out: Vec<RenewTarget> = Vec::new();
+    for t in targets {
+        match out.iter_mut().find(|r| r.host == t.host) {
+            Some(r) if !r.installs.contains(&t.install) => r.installs.push(t.install.clone()),
+            Some(_) => {}
+            None => out.push(RenewTarget {
+                installs: vec![t.install.clone()],
+                host: t.host.clone(),
+            }),
+        }
+    }
+    out
+}
+
+/// How one host's renewal ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RenewOutcome {
+    /// The operation ran to its end (in any state).
+    Finished {
+        operation_id: String,
+        finished: v1::OperationFinished,
+    },
+    /// The agent manages no certificate: nothing to renew (not a failure).
+    NoCertificates,
+    /// kctl could not connect, or the call or its stream failed.
+    Error(CallError),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RenewRow {
+    pub target: RenewTarget,
+    pub outcome: RenewOutcome,
+}
+
+impl RenewRow {
+    /// The operation succeeded with no failed certificate, or there was nothing to renew.
+    pub fn ok(&self) -> bool {
+        match &self.outcome {
+            RenewOutcome::Finished { finished, .. } => {
+                finished.state == v1::OperationState::Succeeded as i32
+                    && finished.counts.as_ref().is_none_or(|c| c.failed == 0)
+            }
+            RenewOutcome::NoCertificates => true,
+            RenewOutcome::Error(_) => false,
+        }
+    }
+
+    /// `(renewed, unchanged, failed)` certificates: renewed are the planned creates and
+    /// updates, failed also counts changes not attempted.
+    pub fn counts(&self) -> Option<(u32, u32, u32)> {
+        match &self.outcome {
+            RenewOutcome::Finished { finished, .. } => {
+                let c = finished.counts.unwrap_or_default();
+                Some((c.create + c.update, c.unchanged, c.failed + c.skipped))
+            }
+            _ => None,
+        }
+    }
+
+    /// `succeeded`, `failed`, `interrupted`, `no certificates` or `error`.
+    pub fn result(&self) -> String {
+        match &self.outcome {
+            RenewOutcome::Finished { finished, .. } => {
+                let state = v1::OperationState::try_from(finished.state)
+                    .unwrap_or(v1::OperationState::Unspecified);
+                if state == v1::OperationState::Succeeded && !self.ok() {
+                    "failed".into()
+                } else {
+                    state.word().to_string()
+                }
+            }
+            RenewOutcome::NoCertificates => "no certificates".into(),
+            RenewOutcome::Error(_) => "error".into(),
+        }
+    }
+}
+
+/// Runs `f` on every item, at most `concurrency` at once, in this task (the futures need not
+/// be `Send`); the results in the items' order. Items start in order as permits free up.
+pub async fn bounded<T, R, F, Fut>(items: Vec<T>, concurrency: usize, f: F) -> Vec<R>
+where
+    F: Fn(T) -> Fut,
+    Fut: std::future::Future<Output = R>,
+{
+    let permits = tokio::sync::Semaphore::new(concurrency.max(1));
+    let permits = &permits;
+    let mut futures: Vec<_> = items
+        .into_iter()
+        .map(|item| {
+            let fut = f(item);
+            Box::pin(async move {
+                // The semaphore is never closed: acquiring only waits.
+                let _permit = permits.acquire().await;
+                fut.await
+            })
+        })
+        .collect();
+    let mut out: Vec<Option<R>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        for (fut, slot) in futures.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none()
+                && let std::task::Poll::Ready(r) = fut.as_mut().poll(cx)
+            {
+                *slot = Some(r);
+            }
+        }
+        if out.iter().all(Option::is_some) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -470,5 +599,112 @@ pub(crate) mod tests {
             "{e}"
         );
         Ok(())
+    }
+
+    #[tokio::test]
+    async fn bounded_runs_at_most_n_at_once_and_keeps_the_order() {
+        use std::cell::Cell;
+        let in_flight = Cell::new(0usize);
+        let peak = Cell::new(0usize);
+        let items: Vec<u64> = (0..9).collect();
+        let out = bounded(items, 3, |i| {
+            let (f, p) = (&in_flight, &peak);
+            async move {
+                f.set(f.get() + 1);
+                p.set(p.get().max(f.get()));
+                // Later items finish first: the order of results is the items' anyway.
+                tokio::time::sleep(std::time::Duration::from_millis(20 - 2 * i)).await;
+                f.set(f.get() - 1);
+                i * 10
+            }
+        })
+        .await;
+        assert_eq!(out, (0..9).map(|i| i * 10).collect::<Vec<_>>());
+        assert_eq!(peak.get(), 3);
+        assert_eq!(in_flight.get(), 0);
+        // One at a time is one at a time.
+        let peak1 = Cell::new(0usize);
+        let now = Cell::new(0usize);
+        bounded(vec![1, 2, 3], 1, |_| async {
+            now.set(now.get() + 1);
+            peak1.set(peak1.get().max(now.get()));
+            tokio::task::yield_now().await;
+            now.set(now.get() - 1);
+        })
+        .await;
+        assert_eq!(peak1.get(), 1);
+        assert!(bounded(Vec::<u8>::new(), 4, |_| async {}).await.is_empty());
+    }
+
+    #[test]
+    fn a_host_in_several_installs_is_renewed_once() {
+        let t = |install: &str, role, host: &str| target(install, role, host);
+        let targets = [
+            t("one", Role::Keycloak, "a"),
+            t("one", Role::Kheops, "b"),
+            t("two", Role::Keycloak, "b"),
+            t("two", Role::Kheops, "c"),
+        ];
+        let r = renew_targets(&targets);
+        let got: Vec<(String, Vec<String>)> = r
+            .iter()
+            .map(|r| (r.host.host.clone(), r.installs.clone()))
+            .collect();
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            got,
+            [
+                ("a".to_string(), v(&["one"])),
+                ("b".to_string(), v(&["one", "two"])),
+                ("c".to_string(), v(&["two"])),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_renewal_fails_on_a_failed_operation_a_failed_certificate_or_an_error() {
+        let target = RenewTarget {
+            installs: vec!["one".into()],
+            host: target("one", Role::Keycloak, "a").host,
+        };
+        let row = |state: v1::OperationState, failed: u32| RenewRow {
+            target: target.clone(),
+            outcome: RenewOutcome::Finished {
+                operation_id: "op".into(),
+                finished: v1::OperationFinished {
+                    state: state as i32,
+                    counts: Some(v1::Counts {
+                        update: 2,
+                        unchanged: 1,
+                        failed,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            },
+        };
+        let ok = row(v1::OperationState::Succeeded, 0);
+        assert!(ok.ok());
+        assert_eq!(ok.counts(), Some((2, 1, 0)));
+        assert_eq!(ok.result(), "succeeded");
+        assert!(!row(v1::OperationState::Failed, 1).ok());
+        assert_eq!(row(v1::OperationState::Failed, 1).result(), "failed");
+        assert!(!row(v1::OperationState::Succeeded, 1).ok());
+        assert_eq!(row(v1::OperationState::Succeeded, 1).result(), "failed");
+        let none = RenewRow {
+            target: target.clone(),
+            outcome: RenewOutcome::NoCertificates,
+        };
+        assert!(none.ok() && none.counts().is_none());
+        let err = RenewRow {
+            target,
+            outcome: RenewOutcome::Error(CallError {
+                call: "connect".into(),
+                message: "cannot connect".into(),
+                hint: None,
+            }),
+        };
+        assert!(!err.ok());
+        assert_eq!(err.result(), "error");
     }
 }

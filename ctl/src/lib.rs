@@ -14,6 +14,7 @@
 //! - `output/`: tables, event lines and JSON (formats, never decides);
 //! - `inventory`: the installs file (`inventory.toml`); `fleet`: the status rules of
 //!   `kctl fleet status`;
+//!   `rollout`: the record and loop of `kctl fleet upgrade`;
 //! - `ca`: the fleet CA and certificate bundles; `files`: atomic local writes;
 //! - `error`: the error type with a hint and an exit code.
 
@@ -32,6 +33,7 @@ pub mod host;
 pub mod inventory;
 pub mod output;
 pub mod pinned;
+pub mod rollout;
 pub mod spec;
 pub mod stack;
 

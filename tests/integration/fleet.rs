@@ -264,3 +264,327 @@ async fn fleet_status_shows_every_host_and_an_unreachable_one_is_a_row_that_fail
     tokio::task::block_in_place(|| drop(vms));
     eprintln!("whole test {:?}", t0.elapsed());
 }
+
+/// A self-signed certificate for the VM's name: issued by the agent itself, no ACME.
+fn self_signed(vm: &Vm) -> v1::HostSpec {
+    host_spec(vec![v1::Resource {
+        name: "fleet-tls".into(),
+        kind: Some(v1::resource::Kind::Certificate(v1::Certificate {
+            domains: vec![vm.dns_name().to_string()],
+            issuer: Some(v1::certificate::Issuer::SelfSigned(v1::SelfSignedIssuer {
+                days: 30,
+            })),
+            ..Default::default()
+        })),
+    }])
+}
+
+async fn serial(client: &mut v1::agent_client::AgentClient<tonic::transport::Channel>) -> String {
+    let certs = client
+        .list_certificates(v1::ListCertificatesRequest {})
+        .await
+        .expect("ListCertificates")
+        .into_inner()
+        .certificates;
+    assert_eq!(certs.len(), 1, "{certs:#?}");
+    assert!(!certs[0].serial.is_empty(), "{certs:#?}");
+    certs[0].serial.clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fleet_renew_renews_every_host_once_and_an_unreachable_host_is_a_failed_row() {
+    let t0 = Instant::now();
+    let pki = Pki::new();
+    let vms = tokio::task::block_in_place(|| Vm::start_many(&pki, &["renew-a", "renew-b"]));
+    let (a, b) = (&vms[0], &vms[1]);
+    let mut ca = admin(&pki, &a.agent).await;
+    let mut cb = admin(&pki, &b.agent).await;
+    for (vm, c) in [(a, &mut ca), (b, &mut cb)] {
+        let events = apply_events(c, self_signed(vm)).await;
+        let f = finished(&events);
+        assert_eq!(
+            state(&f),
+            OperationState::Succeeded,
+            "{} {:?}",
+            f.error,
+            failed(&events)
+        );
+    }
+    let (serial_a, serial_b) = (serial(&mut ca).await, serial(&mut cb).await);
+
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let host_a = format!("{}:{AGENT_PORT}", a.dns_name());
+    let host_b = format!("{}:{AGENT_PORT}", b.dns_name());
+    let kctl = Kctl::admin(&pki);
+    let inventory = kctl.config_dir().join("renew-inventory.toml");
+    std::fs::write(
+        &inventory,
+        format!(
+            "[install.one]\nkeycloak_host = \"{host_a}\"\nkheops_host = \"{host_b}\"\n\
+             keycloak_domain = \"kc.one.test\"\nkheops_domain = \"kh.one.test\"\n\n\
+             [install.two]\nkeycloak_host = \"{host_b}\"\nkheops_host = \"{dead}\"\n\
+             keycloak_domain = \"kc.two.test\"\nkheops_domain = \"kh.two.test\"\n"
+        ),
+    )
+    .expect("write the inventory");
+    let inv = inventory.to_str().expect("utf-8");
+
+    let t1 = Instant::now();
+    let out = tokio::task::block_in_place(|| {
+        kctl.run(&[
+            "--inventory",
+            inv,
+            "fleet",
+            "renew",
+            "--force",
+            "--concurrency",
+            "2",
+        ])
+    });
+    eprintln!("fleet renew --force took {:?}", t1.elapsed());
+    let all = text(&out);
+    eprintln!("{all}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the dead host fails the run: {all}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    // Events prefixed by host, while they come.
+    assert!(stdout.contains(&format!("{host_a} | ")), "{all}");
+    assert!(stdout.contains(&format!("{host_b} | ")), "{all}");
+    let row = |host: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .map(|l| l.split_whitespace().map(String::from).collect::<Vec<_>>())
+            // Not the event lines (`HOST | ...`).
+            .find(|c| c.len() >= 6 && c[0] == host && c[1] != "|")
+            .unwrap_or_else(|| panic!("no row for {host}: {all}"))
+    };
+    // HOST INSTALLS RESULT RENEWED UNCHANGED FAILED OPERATION; B once, for both installs.
+    assert_eq!(
+        row(&host_a)[1..6],
+        ["one", "succeeded", "1", "0", "0"],
+        "{all}"
+    );
+    assert_eq!(
+        row(&host_b)[1..6],
+        ["one,two", "succeeded", "1", "0", "0"],
+        "{all}"
+    );
+    assert_eq!(row(&dead.to_string())[1..3], ["two", "error"], "{all}");
+    assert!(
+        stdout.contains(&format!("{dead}: cannot connect to {dead}")),
+        "the error below the table: {all}"
+    );
+    assert!(stdout.contains("2 of 3 hosts renewed, 1 failed"), "{all}");
+    let (new_a, new_b) = (serial(&mut ca).await, serial(&mut cb).await);
+    assert_ne!(new_a, serial_a, "A renewed");
+    assert_ne!(new_b, serial_b, "B renewed");
+
+    // Without --force and only install one: nothing is due, both unchanged, exit 0; JSON.
+    let out = tokio::task::block_in_place(|| {
+        kctl.run(&[
+            "--inventory",
+            inv,
+            "fleet",
+            "renew",
+            "--install",
+            "one",
+            "-o",
+            "json",
+        ])
+    });
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    let last = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    let v: serde_json::Value =
+        serde_json::from_str(&last).unwrap_or_else(|e| panic!("not JSON ({e}): {all}"));
+    assert_eq!(v["type"], "summary", "{v:#}");
+    assert_eq!(v["ok"], true, "{v:#}");
+    let hosts = v["hosts"].as_array().expect("hosts");
+    assert_eq!(hosts.len(), 2, "{v:#}");
+    for h in hosts {
+        assert_eq!(h["certificates"]["renewed"], 0, "{h:#}");
+        assert_eq!(h["certificates"]["unchanged"], 1, "{h:#}");
+    }
+    assert_eq!(serial(&mut ca).await, new_a, "not due: not renewed");
+
+    drop((ca, cb));
+    tokio::task::block_in_place(|| drop(vms));
+    eprintln!("whole test {:?}", t0.elapsed());
+}
+
+/// The rollout records of `kctl`'s config dir.
+fn rollouts(kctl: &Kctl) -> Vec<serde_json::Value> {
+    let dir = kctl.config_dir().join("rollouts");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).expect("read the record");
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}: {text}", p.display()))
+        })
+        .collect()
+}
+
+fn install_states(record: &serde_json::Value) -> Vec<(String, String, u64)> {
+    record["installs"]
+        .as_array()
+        .expect("installs")
+        .iter()
+        .map(|i| {
+            (
+                i["name"].as_str().unwrap_or_default().to_string(),
+                i["state"].as_str().unwrap_or_default().to_string(),
+                i["attempts"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn fleet_upgrade_stops_at_the_first_failed_install_records_it_and_resumes_it() {
+    let t0 = Instant::now();
+    let pki = Pki::new();
+    let kctl = Kctl::admin(&pki);
+    // Nothing listens on these ports: every install fails at preflight.
+    let dead: Vec<std::net::SocketAddr> = (0..2)
+        .map(|_| {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr")
+        })
+        .collect();
+    let inventory = kctl.config_dir().join("upgrade-inventory.toml");
+    let original = format!(
+        "[install.alpha]\nkeycloak_host = \"{}\"\nkheops_host = \"{}\"\n\
+         keycloak_domain = \"kc.alpha.test\"\nkheops_domain = \"kh.alpha.test\"\n\
+         acme_contact = \"ops@alpha.test\"\n\n\
+         [install.beta]\nkeycloak_host = \"{}\"\nkheops_host = \"{}\"\n\
+         keycloak_domain = \"kc.beta.test\"\nkheops_domain = \"kh.beta.test\"\n\
+         acme_contact = \"ops@beta.test\"\n",
+        dead[0], dead[1], dead[1], dead[0]
+    );
+    std::fs::write(&inventory, &original).expect("write the inventory");
+    let inv = inventory.to_str().expect("utf-8");
+    let upgrade = |extra: &[&str]| {
+        let mut args = vec!["--inventory", inv, "fleet", "upgrade"];
+        args.extend_from_slice(extra);
+        kctl.run(&args)
+    };
+    let var = ["--keycloak-var", "keycloak_version=26.5.6"];
+
+    // An unknown variable: refused before anything is sent or recorded.
+    let out = upgrade(&["--keycloak-var", "no_such_var=1"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("no_such_var"), "{}", text(&out));
+    assert!(rollouts(&kctl).is_empty());
+
+    // A dry run plans both (both fail to connect), records nothing.
+    let out = upgrade(&[&var[..], &["--dry-run"]].concat());
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("=== install alpha (dry run)"), "{all}");
+    assert!(all.contains("=== install beta (dry run)"), "{all}");
+    assert!(all.contains("2 failed to plan: alpha, beta"), "{all}");
+    assert!(rollouts(&kctl).is_empty(), "a dry run records nothing");
+
+    // The rollout: alpha fails at preflight, beta is not started.
+    let out = upgrade(&var);
+    let all = text(&out);
+    eprintln!("{all}");
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains("=== install alpha ==="), "{all}");
+    assert!(
+        !all.contains("=== install beta"),
+        "beta must not start: {all}"
+    );
+    assert!(
+        all.contains(&format!("cannot connect to {}", dead[0])),
+        "{all}"
+    );
+    assert!(
+        all.contains("stopped: alpha failed; not started: beta"),
+        "{all}"
+    );
+    assert!(
+        all.contains("kctl fleet upgrade --keycloak-var keycloak_version=26.5.6 --resume"),
+        "{all}"
+    );
+    let records = rollouts(&kctl);
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let r = &records[0];
+    assert_eq!(
+        install_states(r),
+        [
+            ("alpha".into(), "failed".into(), 1),
+            ("beta".into(), "pending".into(), 0)
+        ]
+    );
+    assert_eq!(
+        r["overrides"]["keycloak_vars"]["keycloak_version"],
+        "26.5.6"
+    );
+    assert!(
+        r["installs"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cannot connect")),
+        "{r:#}"
+    );
+    let id = r["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        std::fs::read_to_string(&inventory).expect("inventory"),
+        original,
+        "nothing succeeded: the inventory is unchanged"
+    );
+
+    // --resume with other variables finds nothing to resume.
+    let out = upgrade(&["--keycloak-var", "keycloak_version=26.0.0", "--resume"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("no unfinished rollout"),
+        "{}",
+        text(&out)
+    );
+
+    // --resume with the same variables retries alpha in the same record.
+    let out = upgrade(&[&var[..], &["--resume"]].concat());
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(all.contains(&format!("resuming rollout {id}")), "{all}");
+    let records = rollouts(&kctl);
+    assert_eq!(records.len(), 1, "the same record: {records:#?}");
+    assert_eq!(records[0]["id"], id.as_str());
+    assert_eq!(
+        install_states(&records[0]),
+        [
+            ("alpha".into(), "failed".into(), 2),
+            ("beta".into(), "pending".into(), 0)
+        ]
+    );
+
+    // A corrupt record is named, not skipped.
+    let path = kctl
+        .config_dir()
+        .join("rollouts")
+        .join(format!("{id}.json"));
+    std::fs::write(&path, "{ not json").expect("corrupt the record");
+    let out = upgrade(&[&var[..], &["--resume"]].concat());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("{} is corrupt", path.display())),
+        "{}",
+        text(&out)
+    );
+    eprintln!("whole test {:?}", t0.elapsed());
+}

@@ -158,6 +158,31 @@ pub async fn run(cli: Cli) -> Result<u8> {
             installs,
             concurrency,
         }) => fleet::status(&ctx, &installs, concurrency).await,
+        Command::Fleet(FleetCommand::Renew {
+            installs,
+            force,
+            concurrency,
+        }) => fleet::renew(&ctx, &installs, force, concurrency).await,
+        Command::Fleet(FleetCommand::Upgrade {
+            installs,
+            keycloak_var,
+            kheops_var,
+            max_parallel,
+            wait,
+            dry_run,
+            resume,
+        }) => {
+            let args = fleet::UpgradeArgs {
+                installs,
+                keycloak_var,
+                kheops_var,
+                max_parallel,
+                wait,
+                dry_run,
+                resume,
+            };
+            fleet::upgrade(&ctx, args).await
+        }
         Command::Stacks(c) => stacks::run(&ctx, c),
         Command::Reveal { host, path } => keycloak::reveal(&ctx, &host, &path).await,
         Command::Certs {

@@ -122,3 +122,53 @@ impl Sink for StdoutSink {
         eprintln!("note: {message}");
     }
 }
+
+/// Event lines of one host among several (`kctl provision`, `kctl fleet renew`): `host | line`
+/// for people, a `host` field in JSON.
+pub(super) struct HostSink {
+    host: String,
+    format: Format,
+    renderer: EventRenderer,
+}
+
+impl HostSink {
+    pub(super) fn new(host: &str, ctx: &Context) -> HostSink {
+        HostSink::with(host, ctx.format, ctx.style)
+    }
+
+    /// Without a [`Context`] (in a spawned task).
+    pub(super) fn with(host: &str, format: Format, style: crate::output::Style) -> HostSink {
+        HostSink {
+            host: host.to_string(),
+            format,
+            renderer: EventRenderer::new(style),
+        }
+    }
+}
+
+impl Sink for HostSink {
+    fn event(&mut self, event: &v1::Event) -> std::io::Result<()> {
+        let text = match self.format {
+            Format::Human => self
+                .renderer
+                .render(event)
+                .lines()
+                .map(|l| format!("{} | {l}\n", self.host))
+                .collect::<String>(),
+            Format::Json => {
+                let mut v = crate::output::event_json(event);
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("host".into(), serde_json::json!(self.host));
+                }
+                format!("{v}\n")
+            }
+        };
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())?;
+        out.flush()
+    }
+
+    fn note(&mut self, message: &str) {
+        eprintln!("{}: note: {message}", self.host);
+    }
+}

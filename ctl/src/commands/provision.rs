@@ -20,14 +20,15 @@ use anyhow::{anyhow, bail};
 use kagent_proto::v1;
 use serde_json::json;
 
+use super::operation::HostSink;
 use super::provision_inventory::{self, ProvisionSettings};
 use super::{Context, connect};
 use crate::agent_client::AgentClient;
 use crate::cli::ProvisionArgs;
 use crate::error::{EXIT_FAILED, Error, Result};
-use crate::follow::{self, Position, RetryPolicy, Sink};
+use crate::follow::{self, Position, RetryPolicy};
 use crate::host::Target;
-use crate::output::{self, EventRenderer, Format};
+use crate::output::{self, Format};
 use crate::stack::{Role, Stack};
 
 /// The stack variable that carries the client secret into the KHEOPS stack.
@@ -81,7 +82,7 @@ fn variables(
     vars
 }
 
-fn install_from_args(a: &ProvisionSettings) -> anyhow::Result<Install> {
+pub(super) fn install_from_args(a: &ProvisionSettings) -> anyhow::Result<Install> {
     let kc_stack = load_stack(&a.keycloak_stack, Role::Keycloak)?;
     let kh_stack = load_stack(&a.kheops_stack, Role::Kheops)?;
     // KHEOPS 0.9 calls Keycloak's Admin API with the kheopsAuthorization service account and
@@ -429,11 +430,7 @@ async fn apply(
         .apply(spec, dry_run)
         .await
         .map_err(|s| client.explain("Apply", &s))?;
-    let mut sink = HostSink {
-        host: host.to_string(),
-        format: ctx.format,
-        renderer: EventRenderer::new(ctx.style),
-    };
+    let mut sink = HostSink::new(host, ctx);
     let mut position = Position::default();
     let finished = follow::follow(
         client,
@@ -444,40 +441,6 @@ async fn apply(
     )
     .await?;
     Ok(finished.state == v1::OperationState::Succeeded as i32)
-}
-
-/// Event lines of one host: `host | line` for people, a `host` field in JSON.
-struct HostSink {
-    host: String,
-    format: Format,
-    renderer: EventRenderer,
-}
-
-impl Sink for HostSink {
-    fn event(&mut self, event: &v1::Event) -> std::io::Result<()> {
-        let text = match self.format {
-            Format::Human => self
-                .renderer
-                .render(event)
-                .lines()
-                .map(|l| format!("{} | {l}\n", self.host))
-                .collect::<String>(),
-            Format::Json => {
-                let mut v = output::event_json(event);
-                if let Some(o) = v.as_object_mut() {
-                    o.insert("host".into(), json!(self.host));
-                }
-                format!("{v}\n")
-            }
-        };
-        let mut out = std::io::stdout().lock();
-        out.write_all(text.as_bytes())?;
-        out.flush()
-    }
-
-    fn note(&mut self, message: &str) {
-        eprintln!("{}: note: {message}", self.host);
-    }
 }
 
 /// The step lines: `[2/6] Keycloak host kc.example` for people, `{"type":"step",...}` in JSON.

@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use super::containers::age;
 use super::{Table, proto_timestamp_json, truncate};
-use crate::fleet::{self, HostStatus};
+use crate::fleet::{self, HostStatus, RenewOutcome, RenewRow};
 
 const PROBLEM_WIDTH: usize = 70;
 
@@ -219,6 +219,119 @@ pub fn fleet_json(hosts: &[HostStatus], now: OffsetDateTime) -> Value {
         .collect();
     let ok = hosts.iter().all(|s| fleet::problems(s).is_empty());
     json!({ "ok": ok, "hosts": list })
+}
+
+/// `HOST INSTALLS RESULT RENEWED UNCHANGED FAILED OPERATION`, then the error and hint of every
+/// host that could not be renewed, then a summary line.
+pub fn fleet_renew_human(rows: &[RenewRow]) -> String {
+    if rows.is_empty() {
+        return "no installs in the inventory\n".into();
+    }
+    let mut t = Table::new([
+        "HOST",
+        "INSTALLS",
+        "RESULT",
+        "RENEWED",
+        "UNCHANGED",
+        "FAILED",
+        "OPERATION",
+    ]);
+    for r in rows {
+        let (renewed, unchanged, failed) = match r.counts() {
+            Some((a, b, c)) => (a.to_string(), b.to_string(), c.to_string()),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        let op = match &r.outcome {
+            RenewOutcome::Finished { operation_id, .. } => operation_id.clone(),
+            _ => "-".into(),
+        };
+        t.row([
+            r.target.host.to_string(),
+            r.target.installs.join(","),
+            r.result(),
+            renewed,
+            unchanged,
+            failed,
+            op,
+        ]);
+    }
+    let mut out = t.render();
+    for r in rows {
+        let (message, hint) = match &r.outcome {
+            RenewOutcome::Error(e) => {
+                let call = if e.call == "connect" {
+                    String::new()
+                } else {
+                    format!("{}: ", e.call)
+                };
+                (format!("{call}{}", e.message), e.hint.clone())
+            }
+            RenewOutcome::Finished { finished, .. } if !r.ok() && !finished.error.is_empty() => {
+                (finished.error.clone(), None)
+            }
+            _ => continue,
+        };
+        out.push_str(&format!("\n{}: {message}\n", r.target.host));
+        if let Some(h) = hint {
+            out.push_str(&format!("  hint: {h}\n"));
+        }
+    }
+    let failing = rows.iter().filter(|r| !r.ok()).count();
+    out.push_str(&format!(
+        "\n{} of {} hosts renewed{}\n",
+        rows.len() - failing,
+        rows.len(),
+        if failing > 0 {
+            format!(", {failing} failed")
+        } else {
+            String::new()
+        }
+    ));
+    out
+}
+
+/// `{"type": "summary", "ok": bool, "hosts": [...]}`: the last JSON line of `fleet renew`.
+pub fn fleet_renew_json(rows: &[RenewRow]) -> Value {
+    let hosts: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            let counts = r.counts().map(|(renewed, unchanged, failed)| {
+                json!({"renewed": renewed, "unchanged": unchanged, "failed": failed})
+            });
+            let (operation_id, error) = match &r.outcome {
+                RenewOutcome::Finished {
+                    operation_id,
+                    finished,
+                } => (
+                    json!(operation_id),
+                    if finished.error.is_empty() {
+                        Value::Null
+                    } else {
+                        json!({"message": finished.error})
+                    },
+                ),
+                RenewOutcome::NoCertificates => (Value::Null, Value::Null),
+                RenewOutcome::Error(e) => (
+                    Value::Null,
+                    json!({"call": e.call, "message": e.message, "hint": e.hint}),
+                ),
+            };
+            json!({
+                "host": r.target.host.to_string(),
+                "installs": r.target.installs,
+                "ok": r.ok(),
+                "result": r.result(),
+                "certificates": counts,
+                "operation_id": operation_id,
+                "error": error,
+            })
+        })
+        .collect();
+    json!({
+        "type": "summary",
+        "ok": rows.iter().all(RenewRow::ok),
+        "hosts": hosts,
+    })
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ pub use certs::{certificates_human, certificates_json};
 pub use containers::{container_json, containers_human, containers_json};
 pub use events::{EventRenderer, counts_json, event_json, event_json_line};
 pub use facts::{facts_human, facts_json};
-pub use fleet::{fleet_human, fleet_json};
+pub use fleet::{fleet_human, fleet_json, fleet_renew_human, fleet_renew_json};
 pub use keycloak::{keycloak_checks_human, keycloak_checks_json};
 pub use operations::{operations_human, operations_json};
 pub use table::{Table, truncate};
