@@ -295,10 +295,18 @@ impl Slot {
         let veth = veth_name(self.index);
         let addr = format!("{}/24", self.ip());
         let gw = GATEWAY.to_string();
+        // The VM's MAC follows from its index: a VM reusing an address of a VM dropped a moment
+        // ago has the same MAC, so neighbour entries left in the root namespace and in other
+        // VMs (STALE for tens of seconds) still reach it. Stale entries are flushed as well.
+        let mac = format!("02:6b:74:00:00:{:02x}", self.index);
         ip(&["netns", "add", ns]);
         ip(&[
-            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", ns,
+            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "address", &mac, "netns",
+            ns,
         ]);
+        let _ = Command::new("ip")
+            .args(["neigh", "flush", "to", &self.ip().to_string()])
+            .output();
         ip(&["link", "set", &veth, "master", BRIDGE, "up"]);
         ip(&["-n", ns, "addr", "add", &addr, "dev", "eth0"]);
         ip(&["-n", ns, "link", "set", "eth0", "up"]);
