@@ -86,33 +86,10 @@ async fn fleet_status_shows_every_host_and_an_unreachable_one_is_a_row_that_fail
     let docker_a = a.docker_ok(&["version", "--format", "{{.Server.Version}}"]);
     let docker_b = b.docker_ok(&["version", "--format", "{{.Server.Version}}"]);
 
-    // Nothing listens on this port (bound, then closed).
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr")
-    };
+    let kctl = Kctl::admin(&pki);
+    let (inventory, dead) = two_installs(&kctl, "fleet-inventory.toml", a, b);
     let host_a = format!("{}:{AGENT_PORT}", a.dns_name());
     let host_b = format!("{}:{AGENT_PORT}", b.dns_name());
-    let kctl = Kctl::admin(&pki);
-    let inventory = kctl.config_dir().join("fleet-inventory.toml");
-    std::fs::write(
-        &inventory,
-        format!(
-            "# two installs\n\
-             [install.one]\n\
-             keycloak_host = \"{host_a}\"\n\
-             kheops_host = \"{host_b}\"\n\
-             keycloak_domain = \"kc.one.test\"\n\
-             kheops_domain = \"kh.one.test\"\n\
-             \n\
-             [install.two]\n\
-             keycloak_host = \"{host_b}\"\n\
-             kheops_host = \"{dead}\"\n\
-             keycloak_domain = \"kc.two.test\"\n\
-             kheops_domain = \"kh.two.test\"\n"
-        ),
-    )
-    .expect("write the inventory");
     let inv = inventory.to_str().expect("utf-8");
 
     // Every install: four rows, exit code 1 because of the unreachable host.
@@ -312,24 +289,10 @@ async fn fleet_renew_renews_every_host_once_and_an_unreachable_host_is_a_failed_
     }
     let (serial_a, serial_b) = (serial(&mut ca).await, serial(&mut cb).await);
 
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr")
-    };
+    let kctl = Kctl::admin(&pki);
+    let (inventory, dead) = two_installs(&kctl, "renew-inventory.toml", a, b);
     let host_a = format!("{}:{AGENT_PORT}", a.dns_name());
     let host_b = format!("{}:{AGENT_PORT}", b.dns_name());
-    let kctl = Kctl::admin(&pki);
-    let inventory = kctl.config_dir().join("renew-inventory.toml");
-    std::fs::write(
-        &inventory,
-        format!(
-            "[install.one]\nkeycloak_host = \"{host_a}\"\nkheops_host = \"{host_b}\"\n\
-             keycloak_domain = \"kc.one.test\"\nkheops_domain = \"kh.one.test\"\n\n\
-             [install.two]\nkeycloak_host = \"{host_b}\"\nkheops_host = \"{dead}\"\n\
-             keycloak_domain = \"kc.two.test\"\nkheops_domain = \"kh.two.test\"\n"
-        ),
-    )
-    .expect("write the inventory");
     let inv = inventory.to_str().expect("utf-8");
 
     let t1 = Instant::now();
@@ -587,4 +550,41 @@ fn fleet_upgrade_stops_at_the_first_failed_install_records_it_and_resumes_it() {
         text(&out)
     );
     eprintln!("whole test {:?}", t0.elapsed());
+}
+
+/// An inventory of two installs: `one` = (a, b), `two` = (b, a port where nothing listens).
+/// Returns its path and that dead address.
+fn two_installs(
+    kctl: &Kctl,
+    file: &str,
+    a: &Vm,
+    b: &Vm,
+) -> (std::path::PathBuf, std::net::SocketAddr) {
+    // Nothing listens on this port (bound, then closed).
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let host_a = format!("{}:{AGENT_PORT}", a.dns_name());
+    let host_b = format!("{}:{AGENT_PORT}", b.dns_name());
+    let inventory = kctl.config_dir().join(file);
+    std::fs::write(
+        &inventory,
+        format!(
+            "# two installs\n\
+             [install.one]\n\
+             keycloak_host = \"{host_a}\"\n\
+             kheops_host = \"{host_b}\"\n\
+             keycloak_domain = \"kc.one.test\"\n\
+             kheops_domain = \"kh.one.test\"\n\
+             \n\
+             [install.two]\n\
+             keycloak_host = \"{host_b}\"\n\
+             kheops_host = \"{dead}\"\n\
+             keycloak_domain = \"kc.two.test\"\n\
+             kheops_domain = \"kh.two.test\"\n"
+        ),
+    )
+    .expect("write the inventory");
+    (inventory, dead)
 }

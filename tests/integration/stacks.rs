@@ -138,7 +138,11 @@ fn assert_fresh_plan(
     );
 }
 
-async fn dry_run_kheops(stack_name: &str) {
+/// The stack rendered for a fresh agent and planned there: the dry run succeeds and plans
+/// what [`assert_fresh_plan`] says. The agent is returned to keep it alive.
+async fn dry_run_fresh(
+    stack_name: &str,
+) -> (Agent, v1::HostSpec, Vec<v1::Event>, v1::OperationFinished) {
     require_docker();
     let pki = Pki::new();
     let agent = Agent::start_new(&pki);
@@ -157,6 +161,11 @@ async fn dry_run_kheops(stack_name: &str) {
         messages(&events)
     );
     assert_fresh_plan(stack_name, &spec, &local, &events, &agent.root);
+    (agent, spec, events, f)
+}
+
+async fn dry_run_kheops(stack_name: &str) {
+    let (_agent, spec, _events, f) = dry_run_fresh(stack_name).await;
     let counts = f.counts.unwrap_or_default();
     assert_eq!(
         (counts.create as usize, counts.failed),
@@ -174,24 +183,7 @@ async fn dry_run_kheops(stack_name: &str) {
 /// plan says Keycloak cannot be read yet because the admin password (an earlier `secret` of
 /// the stack) does not exist; apply reads Keycloak when it gets there.
 async fn dry_run_keycloak(stack_name: &str) {
-    require_docker();
-    let pki = Pki::new();
-    let agent = Agent::start_new(&pki);
-    let mut client = admin(&pki, &agent).await;
-    let spec = render(stack_name, &agent.root);
-    let local = local_images(&spec);
-    let events = apply(&mut client, spec.clone(), true)
-        .await
-        .unwrap_or_else(|s| panic!("{stack_name}: the agent refused the spec: {}", s.message()));
-    let f = finished(&events);
-    assert_eq!(
-        state(&f),
-        OperationState::Succeeded,
-        "{stack_name}: {}\n{}",
-        f.error,
-        messages(&events)
-    );
-    assert_fresh_plan(stack_name, &spec, &local, &events, &agent.root);
+    let (agent, spec, events, f) = dry_run_fresh(stack_name).await;
     let realm = planned(&events)
         .into_iter()
         .find(|p| {
